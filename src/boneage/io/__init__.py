@@ -1,0 +1,9 @@
+"""Reading radiographs: one interface for PNG, JPEG, TIFF and DICOM.
+
+>>> image = read_image("hand.dcm")
+>>> image.pixels.shape, image.meta.sex, image.meta.pixel_spacing_mm
+"""
+
+from .readers import ImageMeta, RadiographImage, read_image, register_reader, supported_suffixes
+
+__all__ = ["ImageMeta", "RadiographImage", "read_image", "register_reader", "supported_suffixes"]

@@ -1,0 +1,247 @@
+"""Image readers behind one interface: ``read_image(path) -> RadiographImage(pixels, meta)``.
+
+A reader is chosen by the file's content (the DICOM preamble, or what Pillow recognises), not by its
+suffix, so a DICOM file named ``.png`` or a PNG without a suffix are read correctly.
+
+* Raster files (PNG, JPEG, TIFF, BMP) go through Pillow. 8- and 16-bit grayscale keep their dtype;
+  RGB(A) is returned as ``(H, W, C)`` and converted to grayscale by :mod:`boneage.preprocess`.
+* DICOM goes through pydicom: the Modality LUT (rescale slope/intercept) and the VOI LUT (window) are
+  applied, MONOCHROME1 is inverted so that bone is always bright, and pixel spacing, patient sex, age,
+  birth date and study date are read when present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ImageReadError
+
+__all__ = ["ImageMeta", "RadiographImage", "read_image", "register_reader", "supported_suffixes"]
+
+
+@dataclasses.dataclass
+class ImageMeta:
+    """What a reader learned about an image besides its pixels."""
+
+    path: str
+    format: str  # "png", "jpeg", "tiff", "dicom", ...
+    dtype: str  # dtype of the stored pixels, e.g. "uint8", "uint16"
+    bits_stored: int | None = None
+    photometric: str | None = None  # "MONOCHROME1", "MONOCHROME2", "RGB", "L", ...
+    inverted: bool = False  # True when the reader inverted MONOCHROME1 to bone-bright
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) spacing
+    sex: str | None = None  # "M" or "F" when the file says so
+    age_months: float | None = None  # chronological age from (0010,1010)
+    birth_date: str | None = None  # YYYYMMDD
+    study_date: str | None = None  # YYYYMMDD
+    modality: str | None = None
+    body_part: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RadiographImage:
+    """Pixel array (``(H, W)`` or ``(H, W, C)``) plus its :class:`ImageMeta`."""
+
+    pixels: np.ndarray
+    meta: ImageMeta
+
+
+ReaderFn = Callable[[Path], RadiographImage]
+_READERS: dict[str, tuple[Callable[[Path, bytes], bool], ReaderFn]] = {}
+_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def register_reader(name: str, sniff: Callable[[Path, bytes], bool], reader: ReaderFn) -> None:
+    """Register a reader; ``sniff(path, head_bytes)`` says whether it can read the file."""
+    _READERS[name] = (sniff, reader)
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """Suffixes picked up when a folder is given instead of files."""
+    return _RASTER_SUFFIXES + (".dcm", ".dicom")
+
+
+def read_image(path: str | Path) -> RadiographImage:
+    """Read one radiograph; raises :class:`ImageReadError` with a one-line reason on any failure."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2048)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not head:
+        raise ImageReadError(f"{path}: file is empty")
+    for name, (sniff, reader) in _READERS.items():
+        if sniff(path, head):
+            try:
+                image = reader(path)
+            except ImageReadError:
+                raise
+            except Exception as err:  # decoder errors come in many types; the user needs one line
+                raise ImageReadError(f"{path}: cannot decode as {name} ({type(err).__name__}: {err})") from None
+            _check_pixels(path, image.pixels)
+            return image
+    raise ImageReadError(
+        f"{path}: not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM)"
+    )
+
+
+def _check_pixels(path: Path, pixels: np.ndarray) -> None:
+    if pixels.ndim not in (2, 3) or pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise ImageReadError(f"{path}: image has an unusable shape {tuple(pixels.shape)}")
+    if pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(
+            f"{path}: image has {pixels.shape[2]} channels; expected grayscale or RGB(A)"
+        )
+
+
+# --------------------------------------------------------------------------------------------- raster
+def _is_raster(path: Path, head: bytes) -> bool:
+    return (
+        head.startswith(b"\x89PNG\r\n\x1a\n")
+        or head.startswith(b"\xff\xd8\xff")
+        or head[:4] in (b"II*\x00", b"MM\x00*")
+        or head.startswith(b"BM")
+    )
+
+
+def _read_raster(path: Path) -> RadiographImage:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        fmt = (img.format or path.suffix.lstrip(".")).lower()
+        mode = img.mode
+        if mode in ("I;16", "I;16B", "I;16L"):
+            pixels = np.array(img, dtype=np.uint16)
+            bits = 16
+        elif mode == "I":
+            pixels = np.array(img, dtype=np.int32)
+            # 16-bit PNGs are often opened in mode "I"; keep them unsigned 16-bit when they fit.
+            if pixels.size and pixels.min() >= 0 and pixels.max() <= 65535:
+                pixels = pixels.astype(np.uint16)
+            bits = 16 if pixels.dtype == np.uint16 else 32
+        elif mode == "F":
+            pixels = np.array(img, dtype=np.float32)
+            bits = 32
+        elif mode in ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "CMYK", "YCbCr"):
+            if mode == "1":
+                img = img.convert("L")
+            elif mode in ("P", "PA"):
+                img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+            elif mode in ("CMYK", "YCbCr"):
+                img = img.convert("RGB")
+            pixels = np.array(img)
+            bits = 8
+        else:
+            pixels = np.array(img.convert("L"))
+            bits = 8
+    fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt, fmt)
+    meta = ImageMeta(path=str(path), format=fmt, dtype=str(pixels.dtype), bits_stored=bits, photometric=mode)
+    return RadiographImage(pixels=pixels, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------- DICOM
+def _is_dicom(path: Path, head: bytes) -> bool:
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    # Files without the 128-byte preamble ("raw" DICOM) are accepted by suffix only.
+    return path.suffix.lower() in (".dcm", ".dicom") and not _is_raster(path, head)
+
+
+_AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
+_AGE_UNIT_MONTHS = {"D": 12.0 / 365.25, "W": 12.0 * 7 / 365.25, "M": 1.0, "Y": 12.0}
+
+
+def parse_dicom_age(value: str | None) -> float | None:
+    """Patient's Age (AS value representation, e.g. ``'009Y'``, ``'006M'``) in months, or None."""
+    if not value:
+        return None
+    match = _AGE_RE.match(str(value))
+    if not match:
+        return None
+    return round(int(match.group(1)) * _AGE_UNIT_MONTHS[match.group(2).upper()], 3)
+
+
+def _read_dicom(path: Path) -> RadiographImage:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as err:
+        raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM file has no pixel data (is it an image?)")
+    try:
+        raw = ds.pixel_array
+    except Exception as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax)
+        raise ImageReadError(
+            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}; "
+            "install pylibjpeg/pylibjpeg-libjpeg for compressed files or send it uncompressed"
+        ) from None
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raw = raw[0]
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    pixels = raw
+    inverted = False
+    if photometric.startswith("MONOCHROME"):
+        pixels = apply_modality_lut(raw, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if photometric == "MONOCHROME1":
+            pixels = pixels.max() + pixels.min() - pixels
+            inverted = True
+    elif photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(raw, photometric, "RGB")
+    spacing = None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2:
+            try:
+                spacing = (float(value[0]), float(value[1]))
+                break
+            except (TypeError, ValueError):
+                pass
+    sex = str(ds.get("PatientSex", "") or "").strip().upper() or None
+    if sex not in ("M", "F"):
+        sex = None
+    meta = ImageMeta(
+        path=str(path),
+        format="dicom",
+        dtype=str(raw.dtype),
+        bits_stored=int(ds.get("BitsStored", 0) or 0) or None,
+        photometric=photometric,
+        inverted=inverted,
+        pixel_spacing_mm=spacing,
+        sex=sex,
+        age_months=parse_dicom_age(ds.get("PatientAge")),
+        birth_date=str(ds.get("PatientBirthDate", "") or "") or None,
+        study_date=str(ds.get("StudyDate", "") or "") or None,
+        modality=str(ds.get("Modality", "") or "") or None,
+        body_part=str(ds.get("BodyPartExamined", "") or "") or None,
+    )
+    return RadiographImage(pixels=np.asarray(pixels), meta=meta)
+
+
+register_reader("dicom", _is_dicom, _read_dicom)
+register_reader("raster", _is_raster, _read_raster)
