@@ -1,0 +1,22 @@
+"""Preprocessing as pure functions; their settings (:class:`PreprocessConfig`) travel with the model."""
+
+from .augment import AugmentConfig, augment_batch
+from .transforms import (
+    PreprocessConfig,
+    normalize_intensity,
+    preprocess_image,
+    resize_image,
+    to_grayscale,
+    to_model_input,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "PreprocessConfig",
+    "augment_batch",
+    "normalize_intensity",
+    "preprocess_image",
+    "resize_image",
+    "to_grayscale",
+    "to_model_input",
+]

@@ -1,0 +1,72 @@
+"""Batched, seeded data augmentation on ``(N, 1, H, W)`` tensors in [0, 1].
+
+Geometry (flip, rotation, isotropic scaling, translation) is one affine warp per image through
+``affine_grid``/``grid_sample``; intensity (contrast, brightness, gamma) is applied after it. All
+randomness comes from the ``torch.Generator`` passed in, never from the global RNG, so a run is
+repeatable from its seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AugmentConfig", "augment_batch"]
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    hflip: float = 0.5  # probability of a horizontal flip
+    rotation_deg: float = 20.0  # uniform in [-r, r]
+    scale: tuple[float, float] = (0.85, 1.15)  # isotropic zoom range
+    translate: float = 0.08  # fraction of the image size, uniform in [-t, t] per axis
+    contrast: float = 0.2  # contrast factor uniform in [1-c, 1+c]
+    brightness: float = 0.1  # additive shift uniform in [-b, b]
+    gamma: float = 0.2  # log-uniform gamma in [1/(1+g), 1+g]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AugmentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known})
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(hflip=0.0, rotation_deg=0.0, scale=(1.0, 1.0), translate=0.0, contrast=0.0, brightness=0.0, gamma=0.0)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Return an augmented copy of ``images`` (float, ``(N, C, H, W)``, values in [0, 1])."""
+    n = images.shape[0]
+    angle = _uniform(n, -config.rotation_deg, config.rotation_deg, generator) * (math.pi / 180)
+    scale = _uniform(n, config.scale[0], config.scale[1], generator)
+    tx = _uniform(n, -config.translate, config.translate, generator) * 2  # grid units span [-1, 1]
+    ty = _uniform(n, -config.translate, config.translate, generator) * 2
+    flip = torch.where(torch.rand(n, generator=generator) < config.hflip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    ).to(images.dtype)
+    identity = bool((angle == 0).all() and (scale == 1).all() and (tx == 0).all() and (ty == 0).all() and (flip == 1).all())
+    out = images
+    if not identity:
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if config.gamma > 0:
+        log_g = _uniform(n, -math.log1p(config.gamma), math.log1p(config.gamma), generator)
+        out = out.clamp(0, 1).pow(torch.exp(log_g).view(n, 1, 1, 1).to(out.dtype))
+    if config.contrast > 0 or config.brightness > 0:
+        c = _uniform(n, 1 - config.contrast, 1 + config.contrast, generator).view(n, 1, 1, 1).to(out.dtype)
+        b = _uniform(n, -config.brightness, config.brightness, generator).view(n, 1, 1, 1).to(out.dtype)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * c + mean + b).clamp(0, 1)
+    return out
