@@ -1,0 +1,147 @@
+"""Running a loaded model on images: the one path used by predict, evaluate and validation.
+
+``predict_images`` takes preprocessed ``[0, 1]`` images (or uint8 0-255) and sexes and returns bone
+ages in months. ``Predictor`` adds file reading and preprocessing from the model's own config, so
+inference cannot drift from training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import BoneAgeError, InvalidInputError
+from .io import read_image
+from .models import LoadedModel, load_model
+from .preprocess import PreprocessConfig, preprocess_image, to_model_input
+
+__all__ = ["Predictor", "Prediction", "predict_images", "format_months", "normalize_sex"]
+
+
+def normalize_sex(value) -> str:
+    """'M'/'F' from user input (M, F, male, female; any case); anything else is an error."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("m", "male"):
+        return "M"
+    if text in ("f", "female"):
+        return "F"
+    raise InvalidInputError(f"sex must be M or F, got {value!r}")
+
+
+def format_months(months: float) -> str:
+    """``125.4`` -> ``'10 y 5 m'`` (whole months, rounded)."""
+    total = int(round(float(months)))
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    return f"{sign}{total // 12} y {total % 12} m"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict_images(
+    model: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    males,
+    preprocess: PreprocessConfig,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1."""
+    device = torch.device(device)
+    images = torch.as_tensor(images)
+    males = torch.as_tensor(np.asarray(males, dtype=np.float32))
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size]
+            x = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
+            x = to_model_input(x.unsqueeze(1), preprocess).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, precision):
+                outputs = model(x, males[start : start + batch_size].to(device))
+            out.append(outputs["bone_age_months"].float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+@dataclasses.dataclass
+class Prediction:
+    file: str
+    sex: str | None = None
+    bone_age_months: float | None = None
+    error: str | None = None
+    sex_source: str | None = None  # "argument" or "dicom"
+
+    @property
+    def bone_age_text(self) -> str | None:
+        return None if self.bone_age_months is None else format_months(self.bone_age_months)
+
+    def to_dict(self) -> dict:
+        data = {"file": self.file, "sex": self.sex}
+        if self.error is None:
+            data["bone_age_months"] = round(float(self.bone_age_months), 2)
+            data["bone_age"] = self.bone_age_text
+            data["sex_source"] = self.sex_source
+        else:
+            data["bone_age_months"] = None
+            data["error"] = self.error
+        return data
+
+
+class Predictor:
+    """A loaded model plus its preprocessing; reads files and predicts bone ages."""
+
+    def __init__(self, model: LoadedModel | str | Path | None = None, *, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        self.preprocess = self.loaded.preprocess
+
+    def prepare(self, path: str | Path, sex: str | None = None) -> tuple[np.ndarray, str, str]:
+        """Read and preprocess one file; returns ``(image01, sex, sex_source)`` or raises BoneAgeError."""
+        image = read_image(path)
+        if sex is not None:
+            sex, source = normalize_sex(sex), "argument"
+        elif image.meta.sex in ("M", "F"):
+            sex, source = image.meta.sex, "dicom"
+        else:
+            raise InvalidInputError(f"{path}: sex unknown; pass --sex M or --sex F (the file does not say)")
+        return preprocess_image(image.pixels, self.preprocess), sex, source
+
+    def predict_arrays(self, images01: np.ndarray, sexes: list[str], batch_size: int = 64) -> np.ndarray:
+        males = [1.0 if s == "M" else 0.0 for s in sexes]
+        return predict_images(self.loaded.model, images01, males, self.preprocess, batch_size=batch_size)
+
+    def predict_files(self, paths: list[str | Path], sex: str | None = None, batch_size: int = 64) -> list[Prediction]:
+        """Predict every file; a file that cannot be used gets a Prediction with ``error`` set."""
+        results: list[Prediction] = []
+        ready: list[tuple[int, np.ndarray]] = []
+        for path in paths:
+            try:
+                image01, file_sex, source = self.prepare(path, sex)
+            except BoneAgeError as err:
+                results.append(Prediction(file=str(path), error=str(err)))
+                continue
+            results.append(Prediction(file=str(path), sex=file_sex, sex_source=source))
+            ready.append((len(results) - 1, image01))
+        if ready:
+            months = self.predict_arrays(np.stack([img for _, img in ready]), [results[i].sex for i, _ in ready], batch_size)
+            for (i, _), value in zip(ready, months):
+                results[i].bone_age_months = float(value)
+        return results

@@ -1,0 +1,26 @@
+"""Bone age models: a registry (``create_model``/``list_models``), heads, and serialisation.
+
+One module per method family registers its models on import; this package imports them all.
+"""
+
+from . import global_resnet  # noqa: F401  (registers global_resnet18/34/50)
+from ._registry import create_model, list_models, model_description, register_model
+from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
+from .serialization import LoadedModel, default_model_path, export_model, load_checkpoint, load_model, save_checkpoint
+
+__all__ = [
+    "LoadedModel",
+    "OrdinalHead",
+    "RegressionHead",
+    "create_model",
+    "default_model_path",
+    "export_model",
+    "list_models",
+    "load_checkpoint",
+    "load_model",
+    "model_description",
+    "ordinal_decode",
+    "ordinal_encode",
+    "register_model",
+    "save_checkpoint",
+]
