@@ -1,0 +1,47 @@
+"""Evaluate a loaded model on a labelled collection (the job behind ``boneage evaluate``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..data import Sample
+from ..errors import BoneAgeError, DatasetError
+from ..inference import Predictor
+from .metrics import compute_metrics
+
+__all__ = ["EvaluationResult", "evaluate_samples"]
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    metrics: dict
+    samples: list[Sample]  # the samples that were evaluated, in order
+    predicted_months: np.ndarray
+    skipped: list[dict]  # {"id", "path", "error"} for images that could not be read
+
+
+def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False) -> EvaluationResult:
+    """Predict every sample; unreadable images are skipped and listed, never silently dropped."""
+    images, used, skipped = [], [], []
+    iterator = samples
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(samples, desc="reading", unit="img", leave=False)
+    for sample in iterator:
+        try:
+            image01, _, _ = predictor.prepare(sample.path, sample.sex)
+        except BoneAgeError as err:
+            skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
+            continue
+        images.append(image01)
+        used.append(sample)
+    if not used:
+        first = skipped[0]["error"] if skipped else "no samples"
+        raise DatasetError(f"no image could be evaluated ({len(skipped)} unreadable; first: {first})")
+    predicted = predictor.predict_arrays(np.stack(images), [s.sex for s in used], batch_size=batch_size)
+    metrics = compute_metrics(predicted, [s.bone_age_months for s in used], [s.sex for s in used])
+    metrics["n_skipped"] = len(skipped)
+    return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted, skipped=skipped)

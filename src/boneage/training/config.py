@@ -1,0 +1,79 @@
+"""The training recipe: one dataclass, saved with every run and inside every exported model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..preprocess import AugmentConfig, PreprocessConfig
+
+__all__ = ["TrainConfig"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    # data: the RSNA layout (images + labels) or a generic manifest CSV
+    images: str | None = None
+    labels: str | None = None
+    manifest: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    split_file: str | None = None  # reuse a saved split instead of drawing one
+    limit: int | None = None  # use only the first N samples (quick experiments, tests)
+    cache_dir: str | None = None  # where decoded images are cached as .npy
+    # model
+    model: str = "global_resnet18"
+    head: str = "ordinal"
+    width: float = 0.5
+    label_range: tuple[float, float] = (0.0, 228.0)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    # preprocessing and augmentation
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.998  # 0 switches the weight EMA off
+    grad_clip: float = 5.0
+    max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
+    # execution
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "bf16"  # bf16 (autocast) | fp32
+    channels_last: bool = True
+    threads: int | None = None
+    progress: bool = True
+    eval_batch_size: int = 256
+
+    def model_spec(self) -> dict:
+        kwargs = {"head": self.head, "width": self.width, "label_range": list(self.label_range), **self.model_kwargs}
+        return {"name": self.model, "kwargs": kwargs}
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["preprocess"] = self.preprocess.to_dict()
+        data["augment"] = self.augment.to_dict()
+        data["label_range"] = list(self.label_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("preprocess"), dict):
+            values["preprocess"] = PreprocessConfig.from_dict(values["preprocess"])
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig.from_dict(values["augment"])
+        if "label_range" in values:
+            values["label_range"] = tuple(values["label_range"])
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
