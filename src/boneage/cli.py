@@ -1,0 +1,301 @@
+"""The ``boneage`` command. Each subcommand parses its arguments and delegates to one function.
+
+Contract (other tools call these; keep them stable):
+
+* ``boneage predict FILE... [--sex M|F] [--model PATH] [--json]``
+* ``boneage evaluate --images DIR --labels CSV [--model PATH] [--json]``
+* ``boneage train ...`` and ``boneage models``
+
+Bad input ends with one line on stderr naming the problem and exit code 2, never a traceback; in a
+batch, the files that can be read are still predicted. ``BONEAGE_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BoneAgeError, InvalidInputError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (plus exit code 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _sex_arg(value: str) -> str:
+    from .inference import normalize_sex
+
+    try:
+        return normalize_sex(value)
+    except InvalidInputError:
+        raise argparse.ArgumentTypeError(f"sex must be M or F, got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _size_arg(value: str) -> tuple[int, int]:
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {value!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 8:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW with sides of at least 8, got {value!r}")
+    return sizes[0], sizes[1]
+
+
+def _float_pair(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers as LOW,HIGH, got {value!r}") from None
+    return low, high
+
+
+# ------------------------------------------------------------------------------------------ commands
+def _expand_inputs(items: list[str]) -> list[str]:
+    from .io import supported_suffixes
+
+    files: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in supported_suffixes())
+            if not found:
+                files.append(item)  # reported as an error for that folder
+            files.extend(str(p) for p in found)
+        else:
+            files.append(item)
+    return files
+
+
+def cmd_predict(args) -> int:
+    from .inference import Predictor
+
+    predictor = Predictor(args.model, threads=args.threads)
+    results = []
+    for item in _expand_inputs(args.files):
+        if Path(item).is_dir():
+            from .inference import Prediction
+
+            results.append(Prediction(file=item, error=f"{item}: folder holds no supported image files"))
+        else:
+            results.append(item)
+    paths = [r for r in results if isinstance(r, str)]
+    predictions = iter(predictor.predict_files(paths, sex=args.sex, batch_size=args.batch_size))
+    results = [next(predictions) if isinstance(r, str) else r for r in results]
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if not r.error:
+                print(f"{r.file}\t{r.sex}\t{r.bone_age_months:.1f} months\t{r.bone_age_text}")
+    for r in failed:
+        print(f"boneage predict: error: {r.error}", file=sys.stderr)
+    return EXIT_USAGE if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_rsna
+    from .evaluation import format_metrics_table, plot_agreement
+    from .evaluation.evaluate import evaluate_samples
+    from .inference import Predictor
+
+    samples = load_rsna(args.images, args.labels)
+    predictor = Predictor(args.model, threads=args.threads)
+    result = evaluate_samples(predictor, samples, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
+    for item in result.skipped:
+        print(f"boneage evaluate: warning: skipped {item['error']}", file=sys.stderr)
+    metrics = dict(result.metrics)
+    metrics["model"] = {"name": predictor.loaded.name, "version": predictor.loaded.version, "source": predictor.loaded.source}
+    if args.predictions:
+        with open(args.predictions, "w") as fh:
+            fh.write("id,sex,bone_age_months,predicted_months\n")
+            for s, p in zip(result.samples, result.predicted_months):
+                fh.write(f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}\n")
+    if args.plot:
+        plot_agreement(result.predicted_months, [s.bone_age_months for s in result.samples], args.plot,
+                       sexes=[s.sex for s in result.samples], title=f"{predictor.loaded.name}: MAE {metrics['mae_months']:.2f} months")
+    if args.json:
+        metrics["skipped"] = result.skipped
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"model: {predictor.loaded.name} ({predictor.loaded.source})")
+        print(format_metrics_table(metrics))
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable image(s)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import default_model_path, list_models, load_model, model_description
+
+    names = list_models()
+    if args.json:
+        print(json.dumps([{"name": n, "description": model_description(n)} for n in names], indent=2))
+        return 0
+    print("registered models (boneage train --model NAME):")
+    for name in names:
+        print(f"  {name:<20} {model_description(name)}")
+    try:
+        loaded = load_model(None)
+        mae = loaded.config.get("metrics", {}).get("validation", {}).get("mae_months")
+        print(f"default model: {loaded.name} {loaded.version}, validation MAE {mae} months ({default_model_path()})")
+    except BoneAgeError as err:
+        print(f"default model: none ({err})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .preprocess import AugmentConfig, PreprocessConfig
+    from .training import TrainConfig, train
+
+    augment = AugmentConfig.none() if args.no_augment else AugmentConfig(
+        hflip=args.hflip, rotation_deg=args.rotation, scale=args.scale_range, translate=args.translate,
+        contrast=args.contrast, brightness=args.brightness, gamma=args.gamma,
+    )
+    config = TrainConfig(
+        out_dir=args.out_dir, images=args.images, labels=args.labels, manifest=args.manifest,
+        val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
+        cache_dir=args.cache_dir, model=args.model, head=args.head, width=args.width, label_range=args.label_range,
+        preprocess=PreprocessConfig(image_size=args.image_size, resize=args.resize, normalization=args.normalization),
+        augment=augment, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        ema_decay=args.ema_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
+        precision=args.precision, channels_last=not args.no_channels_last, threads=args.threads,
+        progress=not args.no_progress,
+    )
+    from .models import create_model
+
+    create_model(config.model, **config.model_spec()["kwargs"])  # fail fast on a bad name or option
+    command = "boneage " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("boneage") else None
+    summary = train(config, resume=args.resume, command=command)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in summary.items() if k != "val_metrics"}, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parsing
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="boneage", description="Automated skeletal bone age assessment from hand radiographs.")
+    parser.add_argument("--version", action="version", version=f"boneage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("predict", help="bone age of one or more radiographs (files or folders)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
+    p.add_argument("--sex", type=_sex_arg, help="M or F (default: read from DICOM PatientSex)")
+    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on a labelled RSNA-layout collection")
+    p.add_argument("--images", required=True, help="folder of <id>.png images")
+    p.add_argument("--labels", required=True, help="CSV with id,boneage,male (extra columns ignored)")
+    p.add_argument("--model", default=None, help="model to evaluate (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a scatter + Bland-Altman plot")
+    p.add_argument("--predictions", default=None, metavar="CSV", help="write per-image predictions")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the registered models and the default model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model (torchrun-compatible for several GPUs)")
+    d = p.add_argument_group("data")
+    d.add_argument("--images", help="folder of <id>.png (RSNA layout)")
+    d.add_argument("--labels", help="RSNA CSV id,boneage,male")
+    d.add_argument("--manifest", help="generic CSV path,bone_age_months,sex[,chronological_age_months]")
+    d.add_argument("--val-fraction", type=float, default=0.1)
+    d.add_argument("--split-seed", type=int, default=0)
+    d.add_argument("--split-file", default=None, help="reuse a saved split.json instead of drawing one")
+    d.add_argument("--limit", type=_positive_int, default=None, help="use only the first N samples")
+    d.add_argument("--cache-dir", default=None, help="cache decoded images here as .npy")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
+    m.add_argument("--head", default="ordinal", choices=["ordinal", "l1", "mse"])
+    m.add_argument("--width", type=float, default=0.5, help="ResNet width factor (1.0 = standard)")
+    m.add_argument("--label-range", type=_float_pair, default=(0.0, 228.0), metavar="MIN,MAX", help="months")
+    m.add_argument("--image-size", type=_size_arg, default=(128, 128), metavar="N|HxW")
+    m.add_argument("--resize", default="stretch", choices=["stretch", "pad"])
+    m.add_argument("--normalization", default="percentile", choices=["percentile", "minmax"])
+    a = p.add_argument_group("augmentation")
+    a.add_argument("--no-augment", action="store_true")
+    a.add_argument("--hflip", type=float, default=0.5, help="probability")
+    a.add_argument("--rotation", type=float, default=20.0, help="degrees, +-")
+    a.add_argument("--scale-range", type=_float_pair, default=(0.85, 1.15), metavar="LOW,HIGH")
+    a.add_argument("--translate", type=float, default=0.08, help="fraction of the size, +-")
+    a.add_argument("--contrast", type=float, default=0.2)
+    a.add_argument("--brightness", type=float, default=0.1)
+    a.add_argument("--gamma", type=float, default=0.2)
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=_positive_int, default=40)
+    o.add_argument("--batch-size", type=_positive_int, default=64)
+    o.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    o.add_argument("--lr", type=float, default=2e-3)
+    o.add_argument("--weight-decay", type=float, default=0.05)
+    o.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    o.add_argument("--warmup-epochs", type=float, default=1.0)
+    o.add_argument("--ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
+    o.add_argument("--max-steps", type=_positive_int, default=None, help="stop after N optimiser steps")
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("run")
+    r.add_argument("--out-dir", default="runs/default", help="checkpoints, split, logs and the exported model")
+    r.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    r.add_argument("--no-channels-last", action="store_true")
+    r.add_argument("--threads", type=_positive_int, default=None)
+    r.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except BoneAgeError as err:
+        print(f"boneage {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"boneage {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug, not a user error: still one line unless debugging
+        if os.environ.get("BONEAGE_DEBUG"):
+            raise
+        print(f"boneage {args.command}: internal error: {type(err).__name__}: {err} "
+              "(set BONEAGE_DEBUG=1 for a traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
