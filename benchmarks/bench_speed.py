@@ -1,0 +1,205 @@
+"""Speed of boneage on this machine, as ratios against plain-PyTorch references measured in the same run.
+
+    python benchmarks/bench_speed.py [--model PATH] [--repeats 50] [--train-steps 40] [--out results.md]
+
+1. Prediction: single-image latency (p50/p95) of ``Predictor.predict_files`` (read + preprocess +
+   model) and of the model alone; batch throughput; and the wall time of one ``boneage predict``
+   process (Python start-up and imports included). Reference: the same network called directly on a
+   ready tensor with ``torch.inference_mode`` in fp32.
+2. Training: images/s of boneage's loop (``boneage.training.train``: on-the-fly augmentation, bf16
+   autocast, channels-last, EMA) against a plain PyTorch loop on the same model and batch size (fp32,
+   contiguous tensors, no augmentation, no EMA), both on the same in-memory images.
+
+Uses ../shared/data when present (real radiographs), synthetic phantoms otherwise; prints which.
+Timings never go into unit tests: this script is the place for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BONEAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values) * 1000.0, q))  # ms
+
+
+def sample_images(tmp: Path) -> tuple[list[Path], str]:
+    folder = SHARED / "rsna-512px-samples" / "images"
+    if folder.exists():
+        return sorted(folder.glob("*.png")), f"{folder} (40 real RSNA radiographs, long side 512 px)"
+    from PIL import Image
+
+    from boneage.data import hand_phantom
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(40):
+        path = tmp / f"p{i}.png"
+        Image.fromarray(hand_phantom(rng.uniform(12, 216), "F", 512, rng)).save(path)
+        paths.append(path)
+    return paths, "synthetic phantoms 512 px (../shared/data not found)"
+
+
+def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
+    from boneage.inference import Predictor
+    from boneage.preprocess import to_model_input
+
+    paths, source = sample_images(tmp)
+    predictor = Predictor(model_spec)
+    model, preprocess = predictor.loaded.model, predictor.preprocess
+    for _ in range(5):
+        predictor.predict_files([paths[0]], sex="F")
+    single = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        predictor.predict_files([paths[i % len(paths)]], sex="F")
+        single.append(time.perf_counter() - t)
+    # model alone, plain torch on a ready tensor (the reference)
+    x = to_model_input(torch.rand(1, 1, *preprocess.image_size), preprocess)
+    male = torch.ones(1)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x, male)
+        plain = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x, male)
+            plain.append(time.perf_counter() - t)
+    batch_paths = (paths * 4)[:160]
+    t = time.perf_counter()
+    predictor.predict_files(batch_paths, sex="F", batch_size=32)
+    batch_s = time.perf_counter() - t
+    with torch.inference_mode():
+        xb = to_model_input(torch.rand(32, 1, *preprocess.image_size), preprocess)
+        mb = torch.ones(32)
+        model(xb, mb)
+        t = time.perf_counter()
+        for _ in range(5):
+            model(xb, mb)
+        plain_batch_s = (time.perf_counter() - t) / (5 * 32)
+    # one whole CLI process
+    exe = [sys.executable, "-m", "boneage", "predict", str(paths[0]), "--sex", "F"]
+    if model_spec:
+        exe += ["--model", str(model_spec)]
+    process = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(exe, check=True, capture_output=True)
+        process.append(time.perf_counter() - t)
+    return {
+        "source": source,
+        "model": f"{predictor.loaded.name} {predictor.loaded.version}",
+        "input_size": list(preprocess.image_size),
+        "single_p50_ms": percentile(single, 50),
+        "single_p95_ms": percentile(single, 95),
+        "model_only_p50_ms": percentile(plain, 50),
+        "model_only_p95_ms": percentile(plain, 95),
+        "batch_images_per_s": len(batch_paths) / batch_s,
+        "plain_batch_images_per_s": 1.0 / plain_batch_s,
+        "cli_process_s": statistics.median(process),
+    }
+
+
+def bench_train(steps: int, tmp: Path) -> dict:
+    from boneage.models import create_model
+    from boneage.preprocess import PreprocessConfig
+    from boneage.training import TrainConfig, train
+
+    rsna = SHARED / "rsna-100px"
+    limit = steps * 64 + 200
+    if rsna.exists():
+        images, labels, source = rsna / "images", rsna / "boneage-training-dataset.csv", f"{rsna} (real, first {limit} ids)"
+    else:
+        from boneage.data import write_phantom_dataset
+
+        images, labels = write_phantom_dataset(tmp / "ph", limit, size=100, seed=0)
+        source = "synthetic phantoms 100 px"
+    config = TrainConfig(out_dir=str(tmp / "run"), images=str(images), labels=str(labels), limit=limit, epochs=1,
+                         val_fraction=0.05, progress=False, cache_dir=str(tmp / "cache"))
+    # warm the image cache so both loops start from the same in-memory data
+    train(TrainConfig(**{**config.__dict__, "out_dir": str(tmp / "warm"), "max_steps": 2}), log=lambda *a: None)
+    summary = train(config, log=lambda *a: None)
+    history = json.loads((tmp / "run" / "history.json").read_text())
+    boneage_ips = history[-1]["train_images_per_s"]
+    # plain PyTorch loop on the same model, batch size and images
+    from boneage.data import load_images, load_rsna
+
+    samples = load_rsna(images, labels)[:limit]
+    data = torch.from_numpy(load_images(samples, PreprocessConfig(), cache_dir=tmp / "cache2"))
+    ages = torch.tensor([s.bone_age_months for s in samples])
+    males = torch.tensor([s.male for s in samples])
+    torch.manual_seed(0)
+    model = create_model("global_resnet18", **config.model_spec()["kwargs"])
+    model.init_from_labels(ages)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    bs = config.batch_size
+    n_steps = summary["steps"]
+    t = time.perf_counter()
+    for step in range(n_steps):
+        index = torch.randint(0, len(samples), (bs,))
+        x = (data[index].unsqueeze(1).float() / 255.0 - 0.5) / 0.25
+        outputs = model(x, males[index])
+        loss = model.compute_loss(outputs, {"bone_age_months": ages[index]})["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    plain_ips = n_steps * bs / (time.perf_counter() - t)
+    return {"source": source, "steps": n_steps, "batch_size": bs, "boneage_images_per_s": boneage_ips,
+            "plain_images_per_s": plain_ips}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model to time (default: the shipped model)")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    hardware = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        p = bench_predict(args.model, args.repeats, tmp)
+        t = None if args.skip_train else bench_train(args.train_steps, tmp)
+    lines = [
+        f"Hardware: {hardware}. Model: {p['model']} at {p['input_size'][0]}x{p['input_size'][1]} px.",
+        f"Prediction images: {p['source']}.",
+        "",
+        "| measurement | boneage | plain PyTorch reference | ratio (boneage / reference) |",
+        "|---|---:|---:|---:|",
+        f"| single image, p50 latency (file -> months) | {p['single_p50_ms']:.1f} ms | {p['model_only_p50_ms']:.1f} ms (model only) | {p['single_p50_ms'] / p['model_only_p50_ms']:.2f} |",
+        f"| single image, p95 latency | {p['single_p95_ms']:.1f} ms | {p['model_only_p95_ms']:.1f} ms (model only) | {p['single_p95_ms'] / p['model_only_p95_ms']:.2f} |",
+        f"| batch throughput (files, batch 32) | {p['batch_images_per_s']:.0f} img/s | {p['plain_batch_images_per_s']:.0f} img/s (tensors) | {p['batch_images_per_s'] / p['plain_batch_images_per_s']:.2f} |",
+        f"| one `boneage predict` process (imports included) | {p['cli_process_s']:.2f} s | | |",
+    ]
+    if t is not None:
+        lines.append(
+            f"| training throughput ({t['steps']} steps x {t['batch_size']}, {t['source']}) | {t['boneage_images_per_s']:.0f} img/s "
+            f"(bf16, channels-last, augmentation, EMA) | {t['plain_images_per_s']:.0f} img/s (fp32, no augmentation) | "
+            f"{t['boneage_images_per_s'] / t['plain_images_per_s']:.2f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

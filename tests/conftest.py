@@ -1,0 +1,49 @@
+"""Shared fixtures. Real-data tests read ../shared/data beside the repository and skip when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BONEAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+RSNA_100 = SHARED_DATA / "rsna-100px"
+RSNA_512 = SHARED_DATA / "rsna-512px-samples"
+
+
+def require_shared(path: Path = SHARED_DATA) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set BONEAGE_SHARED_DATA or place ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def rsna100() -> Path:
+    return require_shared(RSNA_100)
+
+
+@pytest.fixture(scope="session")
+def rsna512() -> Path:
+    return require_shared(RSNA_512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An exported (untrained) small model: for CLI plumbing tests that need no accuracy."""
+    import torch
+
+    from boneage.models import create_model, export_model
+    from boneage.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    model = create_model("global_resnet18", width=0.25, head="ordinal", label_range=[0.0, 228.0])
+    config = {
+        "name": "tiny-test",
+        "version": "test",
+        "model": model.boneage_spec,
+        "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
+        "labels": {"unit": "months", "min": 0.0, "max": 228.0},
+    }
+    return export_model(tmp_path_factory.mktemp("tiny_model"), model.eval(), config)

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from boneage.errors import InvalidInputError
+from boneage.preprocess import (
+    AugmentConfig,
+    PreprocessConfig,
+    augment_batch,
+    normalize_intensity,
+    preprocess_image,
+    resize_image,
+    to_grayscale,
+)
+
+
+def test_to_grayscale_luma_weights():
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    rgb[0, 1] = (0, 255, 0)
+    rgb[1, 0] = (0, 0, 255)
+    gray = to_grayscale(rgb)
+    np.testing.assert_allclose(gray, [[0.299 * 255, 0.587 * 255], [0.114 * 255, 0]], rtol=1e-5)
+    assert to_grayscale(np.ones((3, 3, 4), np.uint8)).shape == (3, 3)
+
+
+def test_minmax_normalisation_is_linear():
+    image = np.arange(11, dtype=np.uint16).reshape(1, 11) * 1000
+    np.testing.assert_allclose(normalize_intensity(image, "minmax"), np.arange(11).reshape(1, 11) / 10, atol=1e-6)
+
+
+def test_percentile_normalisation_ignores_outliers():
+    image = np.tile(np.linspace(0, 100, 1000, dtype=np.float32), (10, 1))
+    image[0, 0] = 1e6  # a burnt-in marker
+    out = normalize_intensity(image, "percentile", (1, 99))
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert 0.45 < out[5, 500] < 0.55  # the middle stays in the middle despite the outlier
+    assert np.all(normalize_intensity(np.full((4, 4), 3.0)) == 0)  # constant image
+
+
+def test_resize_stretch_and_pad_closed_form():
+    image = np.ones((20, 10), dtype=np.float32)
+    stretched = resize_image(image, (8, 8), "stretch")
+    assert stretched.shape == (8, 8) and np.allclose(stretched, 1)
+    padded = resize_image(image, (8, 8), "pad")  # 20x10 -> 8x4 centred, 2 zero columns each side
+    assert padded.shape == (8, 8)
+    assert np.allclose(padded[:, 2:6], 1) and np.all(padded[:, :2] == 0) and np.all(padded[:, 6:] == 0)
+
+
+def test_preprocess_image_shape_and_range():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, size=(300, 200), dtype=np.uint16)
+    out = preprocess_image(pixels, PreprocessConfig(image_size=(64, 48), resize="pad"))
+    assert out.shape == (64, 48) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+
+
+def test_config_round_trip_and_validation():
+    config = PreprocessConfig(image_size=(96, 80), resize="pad", percentiles=(1, 99))
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(InvalidInputError, match="resize policy"):
+        PreprocessConfig(resize="crop")
+
+
+def test_augment_identity_and_seeded_reproducibility():
+    x = torch.rand(4, 1, 16, 16)
+    same = augment_batch(x, AugmentConfig.none(), torch.Generator().manual_seed(0))
+    assert torch.allclose(same, x)
+    config = AugmentConfig()
+    a = augment_batch(x, config, torch.Generator().manual_seed(3))
+    b = augment_batch(x, config, torch.Generator().manual_seed(3))
+    c = augment_batch(x, config, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_augment_flip_only_equals_torch_flip():
+    x = torch.rand(3, 1, 8, 8)
+    config = AugmentConfig.none()
+    config.hflip = 1.0
+    out = augment_batch(x, config, torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.flip(x, dims=[3]), atol=1e-5)

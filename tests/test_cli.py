@@ -1,0 +1,142 @@
+"""End-to-end tests of the command-line contract: output formats, exit codes, one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from boneage.cli import main
+from boneage.data import hand_phantom, write_phantom_dataset
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, age in (("a.png", 60), ("b.png", 150)):
+        Image.fromarray(hand_phantom(age, "F", 96, rng)).save(folder / name)
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, *needles):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) >= 1 and "Traceback" not in err, err
+    for line in lines:
+        assert line.startswith("boneage"), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_predict_text_and_json(capsys, images, tiny_model_dir):
+    code, out, err = run(capsys, "predict", images / "a.png", "--sex", "F", "--model", tiny_model_dir)
+    assert code == 0 and err == ""
+    fields = out.strip().split("\t")
+    assert fields[0].endswith("a.png") and fields[1] == "F" and fields[2].endswith("months")
+    assert " y " in fields[3] and fields[3].endswith(" m")
+    code, out, _ = run(capsys, "predict", images, "--sex", "m", "--model", tiny_model_dir, "--json")
+    data = json.loads(out)
+    assert code == 0 and [d["file"].rsplit("/", 1)[1] for d in data] == ["a.png", "b.png"]
+    for item in data:
+        assert item["sex"] == "M" and isinstance(item["bone_age_months"], float)
+        assert 0 <= item["bone_age_months"] <= 228
+
+
+def test_batch_with_bad_files_still_predicts_the_good_ones(capsys, images, tiny_model_dir, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    argv = ["predict", images / "a.png", tmp_path / "missing.png", tmp_path / "notes.png", "--sex", "F",
+            "--model", tiny_model_dir, "--json"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    data = json.loads(out)
+    assert isinstance(data[0]["bone_age_months"], float) and "error" not in data[0]
+    assert data[1]["bone_age_months"] is None and "not found" in data[1]["error"]
+    assert data[2]["bone_age_months"] is None and "not a supported image" in data[2]["error"]
+    assert_one_line_error(err, "missing.png", "notes.png")
+    assert len(err.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["predict", "{img}", "--sex", "X", "--model", "{model}"], "sex must be M or F"),
+    (["predict", "{img}", "--model", "{model}"], "sex unknown"),
+    (["predict", "{tmp}/nope.png", "--sex", "M", "--model", "{model}"], "file not found"),
+    (["predict", "{img}", "--sex", "M", "--model", "{tmp}/garbage.pt"], "not a boneage model"),
+    (["predict", "{img}", "--sex", "M", "--model", "{tmp}/absent.pt"], "not found"),
+    (["evaluate", "--images", "{tmp}", "--labels", "{tmp}/bad.csv", "--model", "{model}"], "missing column"),
+    (["evaluate", "--images", "{tmp}/nodir", "--labels", "{tmp}/bad.csv", "--model", "{model}"], "image folder not found"),
+    (["train", "--images", "{tmp}", "--labels", "{tmp}/bad.csv", "--model", "resnet9000"], "unknown model"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_gives_one_line_and_exit_2(capsys, images, tiny_model_dir, tmp_path, argv, needle):
+    (tmp_path / "garbage.pt").write_bytes(b"\x00\x01 definitely not torch")
+    (tmp_path / "bad.csv").write_text("id,age\n1,2\n")
+    fill = {"img": images / "a.png", "tmp": tmp_path, "model": tiny_model_dir}
+    argv = [a.format(**fill) for a in argv]
+    try:
+        code, _, err = run(capsys, *argv)
+    except SystemExit as exit_:  # argparse
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert_one_line_error(err, needle)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_dicom_sex_is_used_when_not_given(capsys, tmp_path, tiny_model_dir):
+    from tests.io.test_readers import _dicom
+
+    pixels = hand_phantom(100, "M", 64).astype(np.uint16) * 16
+    path = _dicom(tmp_path / "hand.dcm", pixels, sex="M")
+    code, out, _ = run(capsys, "predict", path, "--model", tiny_model_dir, "--json")
+    item = json.loads(out)[0]
+    assert code == 0 and item["sex"] == "M" and item["sex_source"] == "dicom"
+    code, out, _ = run(capsys, "predict", path, "--sex", "F", "--model", tiny_model_dir, "--json")
+    assert json.loads(out)[0]["sex"] == "F"  # the argument wins over the file
+
+
+def test_evaluate_json_contract(capsys, tmp_path, tiny_model_dir):
+    image_dir, labels = write_phantom_dataset(tmp_path / "ph", 30, size=64, seed=2)
+    plot, preds = tmp_path / "agreement.png", tmp_path / "pred.csv"
+    code, out, _ = run(capsys, "evaluate", "--images", image_dir, "--labels", labels, "--model", tiny_model_dir,
+                       "--json", "--plot", plot, "--predictions", preds)
+    metrics = json.loads(out)
+    assert code == 0 and metrics["n"] == 30
+    for key in ("mae_months", "rmse_months", "mae_by_age_group", "mae_by_sex", "median_ae_months", "p90_ae_months"):
+        assert key in metrics
+    assert set(metrics["mae_by_age_group"]) == {"0-3", "4-7", "8-11", "12-15", "16-19"}
+    assert set(metrics["mae_by_sex"]) == {"M", "F"}
+    assert plot.exists() and len(preds.read_text().splitlines()) == 31
+
+
+def test_evaluate_skips_and_reports_unreadable_images(capsys, tmp_path, tiny_model_dir):
+    image_dir, labels = write_phantom_dataset(tmp_path / "ph", 5, size=64, seed=3)
+    next(image_dir.glob("*.png")).unlink()
+    code, out, err = run(capsys, "evaluate", "--images", image_dir, "--labels", labels, "--model", tiny_model_dir, "--json")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["n"] == 4 and metrics["n_skipped"] == 1
+    assert "skipped" in err and "not found" in err
+
+
+def test_models_lists_registry(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "global_resnet18" in out and "global_resnet50" in out
+
+
+def test_real_process_exit_code_and_stderr(tmp_path, images, tiny_model_dir):
+    """The installed entry point (or python -m boneage) behaves the same as main()."""
+    exe = shutil.which("boneage")
+    cmd = [exe] if exe else [sys.executable, "-m", "boneage"]
+    result = subprocess.run(cmd + ["predict", str(images / "a.png"), str(tmp_path / "nope.png"), "--sex", "F",
+                                   "--model", str(tiny_model_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "a.png" in result.stdout and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "nope.png" in result.stderr
