@@ -11,6 +11,7 @@ from PIL import Image
 
 from boneage.cli import main
 from boneage.data import hand_phantom, write_phantom_dataset
+from tests.helpers import make_dicom
 
 
 @pytest.fixture()
@@ -92,10 +93,8 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, images, tiny_model_dir, tmp
 
 
 def test_dicom_sex_is_used_when_not_given(capsys, tmp_path, tiny_model_dir):
-    from tests.io.test_readers import _dicom
-
     pixels = hand_phantom(100, "M", 64).astype(np.uint16) * 16
-    path = _dicom(tmp_path / "hand.dcm", pixels, sex="M")
+    path = make_dicom(tmp_path / "hand.dcm", pixels, sex="M")
     code, out, _ = run(capsys, "predict", path, "--model", tiny_model_dir, "--json")
     item = json.loads(out)[0]
     assert code == 0 and item["sex"] == "M" and item["sex_source"] == "dicom"

@@ -92,17 +92,10 @@ def cmd_predict(args) -> int:
     from .inference import Predictor
 
     predictor = Predictor(args.model, threads=args.threads)
-    results = []
-    for item in _expand_inputs(args.files):
-        if Path(item).is_dir():
-            from .inference import Prediction
-
-            results.append(Prediction(file=item, error=f"{item}: folder holds no supported image files"))
-        else:
-            results.append(item)
-    paths = [r for r in results if isinstance(r, str)]
-    predictions = iter(predictor.predict_files(paths, sex=args.sex, batch_size=args.batch_size))
-    results = [next(predictions) if isinstance(r, str) else r for r in results]
+    results = predictor.predict_files(_expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size)
+    for r in results:
+        if r.error and Path(r.file).is_dir():
+            r.error = f"{r.file}: folder holds no supported image files"
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -195,6 +188,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .data import apply_split, load_rsna, load_split
+    from .evaluation.evaluate import evaluate_samples
+    from .inference import Predictor
+    from .models import LoadedModel, combine_models, export_model, load_model
+
+    members = [load_model(path) for path in args.models]
+    model, config = combine_models(members)
+    config["version"] = "+".join(sorted({m.version for m in members}))[:120]
+    if args.images and args.labels:
+        samples = load_rsna(args.images, args.labels)
+        split_file = args.split_file or (Path(args.models[0]) / "split.json")
+        if Path(split_file).exists():
+            _, samples = apply_split(samples, load_split(split_file))
+            config["training"] = {**(members[0].config.get("training") or {}), "split_file": "split.json"}
+        result = evaluate_samples(Predictor(LoadedModel(model, {**config, "format": "boneage-model"}, "ensemble")), samples)
+        config["metrics"] = {"validation": result.metrics, "measured_on": "float32 member weights"}
+        print(f"ensemble of {len(members)}: MAE {result.metrics['mae_months']:.2f} months on {result.metrics['n']} images; "
+              f"members: {', '.join(str(m.config.get('metrics', {}).get('validation', {}).get('mae_months')) for m in members)}")
+    import torch
+
+    out = export_model(args.out_dir, model, config, dtype=torch.float16)
+    split_src = Path(args.split_file) if args.split_file else Path(args.models[0]) / "split.json"
+    if split_src.exists():
+        (Path(out) / "split.json").write_text(split_src.read_text())
+    print(f"wrote {out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="boneage", description="Automated skeletal bone age assessment from hand radiographs.")
@@ -224,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models and the default model")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("ensemble", help="combine trained models (same preprocessing) into one ensemble model")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="exported model folders or checkpoints")
+    p.add_argument("--out-dir", required=True, help="folder for the ensemble's model.safetensors + config.json")
+    p.add_argument("--images", help="evaluate on this RSNA image folder ...")
+    p.add_argument("--labels", help="... with these labels, restricted to the members' validation split")
+    p.add_argument("--split-file", help="split.json to evaluate on (default: the first member's)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("train", help="train a model (torchrun-compatible for several GPUs)")
     d = p.add_argument_group("data")

@@ -57,14 +57,19 @@ def predict_images(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     channels_last: bool = True,
-) -> np.ndarray:
-    """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1."""
+    with_sd: bool = False,
+):
+    """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1.
+
+    With ``with_sd`` returns ``(months, sd)`` where ``sd`` is the model's own uncertainty (the SD across
+    an ensemble's members) or None for a single model.
+    """
     device = torch.device(device)
     images = torch.as_tensor(images)
     males = torch.as_tensor(np.asarray(males, dtype=np.float32))
     was_training = model.training
     model.eval()
-    out = []
+    out, spread = [], []
     try:
         for start in range(0, images.shape[0], batch_size):
             chunk = images[start : start + batch_size]
@@ -75,9 +80,14 @@ def predict_images(
             with _autocast(device, precision):
                 outputs = model(x, males[start : start + batch_size].to(device))
             out.append(outputs["bone_age_months"].float().cpu())
+            if "bone_age_sd_months" in outputs:
+                spread.append(outputs["bone_age_sd_months"].float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    months = torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    if not with_sd:
+        return months
+    return months, (torch.cat(spread).numpy() if spread and len(spread) == len(out) else None)
 
 
 @dataclasses.dataclass
@@ -87,6 +97,7 @@ class Prediction:
     bone_age_months: float | None = None
     error: str | None = None
     sex_source: str | None = None  # "argument" or "dicom"
+    bone_age_sd_months: float | None = None  # the model's own uncertainty, when it has one
 
     @property
     def bone_age_text(self) -> str | None:
@@ -98,6 +109,8 @@ class Prediction:
             data["bone_age_months"] = round(float(self.bone_age_months), 2)
             data["bone_age"] = self.bone_age_text
             data["sex_source"] = self.sex_source
+            if self.bone_age_sd_months is not None:
+                data["bone_age_sd_months"] = round(float(self.bone_age_sd_months), 2)
         else:
             data["bone_age_months"] = None
             data["error"] = self.error
@@ -124,9 +137,9 @@ class Predictor:
             raise InvalidInputError(f"{path}: sex unknown; pass --sex M or --sex F (the file does not say)")
         return preprocess_image(image.pixels, self.preprocess), sex, source
 
-    def predict_arrays(self, images01: np.ndarray, sexes: list[str], batch_size: int = 64) -> np.ndarray:
+    def predict_arrays(self, images01: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         males = [1.0 if s == "M" else 0.0 for s in sexes]
-        return predict_images(self.loaded.model, images01, males, self.preprocess, batch_size=batch_size)
+        return predict_images(self.loaded.model, images01, males, self.preprocess, batch_size=batch_size, with_sd=with_sd)
 
     def predict_files(self, paths: list[str | Path], sex: str | None = None, batch_size: int = 64) -> list[Prediction]:
         """Predict every file; a file that cannot be used gets a Prediction with ``error`` set."""
@@ -141,7 +154,10 @@ class Predictor:
             results.append(Prediction(file=str(path), sex=file_sex, sex_source=source))
             ready.append((len(results) - 1, image01))
         if ready:
-            months = self.predict_arrays(np.stack([img for _, img in ready]), [results[i].sex for i, _ in ready], batch_size)
-            for (i, _), value in zip(ready, months):
-                results[i].bone_age_months = float(value)
+            months, sd = self.predict_arrays(
+                np.stack([img for _, img in ready]), [results[i].sex for i, _ in ready], batch_size, with_sd=True
+            )
+            for k, (i, _) in enumerate(ready):
+                results[i].bone_age_months = float(months[k])
+                results[i].bone_age_sd_months = None if sd is None else float(sd[k])
         return results

@@ -72,3 +72,29 @@ def test_mismatched_weights_are_refused(tmp_path):
 def test_load_checkpoint_missing_file():
     with pytest.raises(ModelLoadError, match="not found"):
         load_checkpoint("/nonexistent/model.pt")
+
+
+def test_ensemble_combines_models_and_reports_spread(tmp_path):
+    from boneage.models import LoadedModel, combine_models
+    from boneage.inference import predict_images
+
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = create_model("global_resnet18", width=0.25).eval()
+        members.append(LoadedModel(model, _config(model), f"m{seed}"))
+    ensemble, config = combine_models(members)
+    export_model(tmp_path / "ens", ensemble, {**config, "version": "t"})
+    loaded = load_model(tmp_path / "ens")
+    images = torch.rand(3, 32, 32)
+    males = [1.0, 0.0, 1.0]
+    each = [predict_images(m.model, images, males, m.preprocess) for m in members]
+    months, sd = predict_images(loaded.model, images, males, loaded.preprocess, with_sd=True)
+    torch.testing.assert_close(torch.tensor(months), torch.tensor((each[0] + each[1]) / 2), atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.tensor(sd), torch.tensor(abs(each[0] - each[1]) / 2), atol=1e-3, rtol=0)
+    other = create_model("global_resnet18", width=0.25)
+    odd = LoadedModel(other, {**_config(other), "preprocess": PreprocessConfig(image_size=(48, 48)).to_dict()}, "odd")
+    from boneage.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="preprocessing differs"):
+        combine_models([members[0], odd])

@@ -3,12 +3,15 @@
 One module per method family registers its models on import; this package imports them all.
 """
 
-from . import global_resnet  # noqa: F401  (registers global_resnet18/34/50)
+from . import ensemble, global_resnet  # noqa: F401  (register their models)
+from .ensemble import Ensemble, combine_models
 from ._registry import create_model, list_models, model_description, register_model
 from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
 from .serialization import LoadedModel, default_model_path, export_model, load_checkpoint, load_model, save_checkpoint
 
 __all__ = [
+    "Ensemble",
+    "combine_models",
     "LoadedModel",
     "OrdinalHead",
     "RegressionHead",

@@ -108,10 +108,15 @@ def _lr_lambda(config: TrainConfig, steps_per_epoch: int, total_steps: int):
 
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Exponential moving average of parameters *and* floating buffers (BatchNorm statistics), so the
+    averaged weights are evaluated with statistics that match them; integer buffers are copied."""
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+        if e.is_floating_point():
+            e.lerp_(b, 1.0 - decay)
+        else:
+            e.copy_(b)
 
 
 def _load_samples(config: TrainConfig):
