@@ -139,3 +139,29 @@ def test_real_process_exit_code_and_stderr(tmp_path, images, tiny_model_dir):
     assert result.returncode == 2
     assert "a.png" in result.stdout and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope.png" in result.stderr
+
+
+def test_ensemble_command_combines_and_evaluates(capsys, tmp_path):
+    import torch
+
+    from boneage.models import create_model, export_model, load_model
+    from boneage.preprocess import PreprocessConfig
+
+    dirs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = create_model("global_resnet18", width=0.25)
+        config = {"name": "m", "version": f"v{seed}", "model": model.boneage_spec,
+                  "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(), "labels": {"min": 0.0, "max": 228.0},
+                  "training": {"command": "boneage train ..."}}
+        dirs.append(export_model(tmp_path / f"m{seed}", model.eval(), config))
+    image_dir, labels = write_phantom_dataset(tmp_path / "ph", 12, size=64, seed=4)
+    code, out, _ = run(capsys, "ensemble", *dirs, "--out-dir", tmp_path / "ens", "--images", image_dir, "--labels", labels)
+    assert code == 0 and "ensemble of 2" in out
+    loaded = load_model(tmp_path / "ens")
+    assert loaded.config["metrics"]["validation"]["n"] == 12 and len(loaded.config["members"]) == 2
+    code, out, _ = run(capsys, "predict", image_dir / "1000.png", "--sex", "M", "--model", tmp_path / "ens", "--json")
+    item = json.loads(out)[0]
+    assert code == 0 and item["bone_age_sd_months"] >= 0
+    code, _, err = run(capsys, "ensemble", dirs[0], "--out-dir", tmp_path / "e1")
+    assert code == 2 and "at least two" in err

@@ -189,30 +189,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
+    import torch
+
     from .data import apply_split, load_rsna, load_split
     from .evaluation.evaluate import evaluate_samples
     from .inference import Predictor
-    from .models import LoadedModel, combine_models, export_model, load_model
+    from .models import combine_models, export_model, load_model
 
     members = [load_model(path) for path in args.models]
     model, config = combine_models(members)
     config["version"] = "+".join(sorted({m.version for m in members}))[:120]
+    config["training"] = members[0].config.get("training")
+    split_file = Path(args.split_file) if args.split_file else Path(args.models[0]) / "split.json"
+    out = export_model(args.out_dir, model, config, dtype=torch.float16)
+    if split_file.exists():
+        (out / "split.json").write_text(split_file.read_text())
     if args.images and args.labels:
         samples = load_rsna(args.images, args.labels)
-        split_file = args.split_file or (Path(args.models[0]) / "split.json")
-        if Path(split_file).exists():
+        if split_file.exists():
             _, samples = apply_split(samples, load_split(split_file))
-            config["training"] = {**(members[0].config.get("training") or {}), "split_file": "split.json"}
-        result = evaluate_samples(Predictor(LoadedModel(model, {**config, "format": "boneage-model"}, "ensemble")), samples)
-        config["metrics"] = {"validation": result.metrics, "measured_on": "float32 member weights"}
-        print(f"ensemble of {len(members)}: MAE {result.metrics['mae_months']:.2f} months on {result.metrics['n']} images; "
-              f"members: {', '.join(str(m.config.get('metrics', {}).get('validation', {}).get('mae_months')) for m in members)}")
-    import torch
-
-    out = export_model(args.out_dir, model, config, dtype=torch.float16)
-    split_src = Path(args.split_file) if args.split_file else Path(args.models[0]) / "split.json"
-    if split_src.exists():
-        (Path(out) / "split.json").write_text(split_src.read_text())
+        result = evaluate_samples(Predictor(load_model(out)), samples)  # the exported float16 model itself
+        config["metrics"] = {"validation": result.metrics, "measured_on": "exported float16 weights",
+                             "split": "validation split of the members" if split_file.exists() else "all images"}
+        export_model(out, model, config, dtype=torch.float16)
+        member_maes = ", ".join(str(m.config.get("metrics", {}).get("validation", {}).get("mae_months")) for m in members)
+        print(f"ensemble of {len(members)}: MAE {result.metrics['mae_months']:.2f} months on {result.metrics['n']} "
+              f"images (members: {member_maes})")
     print(f"wrote {out}")
     return 0
 
