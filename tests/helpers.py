@@ -4,7 +4,9 @@ import numpy as np
 
 
 def make_dicom(path, pixels, photometric="MONOCHROME2", sex="F", age="009Y", slope=None, intercept=None, window=None,
-           spacing=(0.1, 0.12), preamble=True):
+               spacing=(0.1, 0.12), preamble=True, frames=1):
+    """Write an uncompressed DICOM: 2D ``pixels`` as 16-bit grayscale (``frames`` copies, the k-th
+    offset by k), or ``(H, W, 3)`` uint8 as 8-bit colour in the given photometric interpretation."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -16,14 +18,24 @@ def make_dicom(path, pixels, photometric="MONOCHROME2", sex="F", age="009Y", slo
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.PatientSex, ds.PatientAge = "DX", sex, age
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.PhotometricInterpretation = photometric
+    if pixels.ndim == 3:
+        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    else:
+        ds.SamplesPerPixel = 1
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelSpacing = list(spacing)
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if pixels.ndim == 3:
+        ds.PixelData = pixels.astype(np.uint8).tobytes()
+    else:
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        ds.PixelData = np.stack([pixels + k for k in range(frames)]).astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=preamble)
     return path

@@ -121,8 +121,8 @@ def test_evaluate_skips_and_reports_unreadable_images(capsys, tmp_path, tiny_mod
     next(image_dir.glob("*.png")).unlink()
     code, out, err = run(capsys, "evaluate", "--images", image_dir, "--labels", labels, "--model", tiny_model_dir, "--json")
     metrics = json.loads(out)
-    assert code == 0 and metrics["n"] == 4 and metrics["n_skipped"] == 1
-    assert "skipped" in err and "not found" in err
+    assert code == 2 and metrics["n"] == 4 and metrics["n_skipped"] == 1  # metrics for the rest, but not "all fine"
+    assert "skipped" in err and "not found" in err and len(metrics["skipped"]) == 1
 
 
 def test_models_lists_registry(capsys):

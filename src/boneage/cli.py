@@ -50,6 +50,26 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return number
+
+
 def _size_arg(value: str) -> tuple[int, int]:
     parts = value.lower().replace("x", ",").split(",")
     try:
@@ -68,7 +88,19 @@ def _float_pair(value: str) -> tuple[float, float]:
         low, high = (float(v) for v in value.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two numbers as LOW,HIGH, got {value!r}") from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {value!r}")
     return low, high
+
+
+def _output_file(value: str) -> str:
+    """An output path whose folder exists and is writable (checked before any work is done)."""
+    folder = Path(value).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return value
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -79,7 +111,10 @@ def _expand_inputs(items: list[str]) -> list[str]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in supported_suffixes())
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in supported_suffixes())
+            except OSError:
+                found = []
             if not found:
                 files.append(item)  # reported as an error for that folder
             files.extend(str(p) for p in found)
@@ -95,7 +130,7 @@ def cmd_predict(args) -> int:
     results = predictor.predict_files(_expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size)
     for r in results:
         if r.error and Path(r.file).is_dir():
-            r.error = f"{r.file}: folder holds no supported image files"
+            r.error = f"{r.file}: folder holds no readable supported image files"
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -122,10 +157,10 @@ def cmd_evaluate(args) -> int:
     metrics = dict(result.metrics)
     metrics["model"] = {"name": predictor.loaded.name, "version": predictor.loaded.version, "source": predictor.loaded.source}
     if args.predictions:
-        with open(args.predictions, "w") as fh:
-            fh.write("id,sex,bone_age_months,predicted_months\n")
-            for s, p in zip(result.samples, result.predicted_months):
-                fh.write(f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}\n")
+        rows = [f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}" for s, p in zip(result.samples, result.predicted_months)]
+        tmp = Path(args.predictions).with_name(f".{Path(args.predictions).name}.tmp{os.getpid()}")
+        tmp.write_text("id,sex,bone_age_months,predicted_months\n" + "\n".join(rows) + "\n")
+        os.replace(tmp, args.predictions)
     if args.plot:
         plot_agreement(result.predicted_months, [s.bone_age_months for s in result.samples], args.plot,
                        sexes=[s.sex for s in result.samples], title=f"{predictor.loaded.name}: MAE {metrics['mae_months']:.2f} months")
@@ -137,7 +172,7 @@ def cmd_evaluate(args) -> int:
         print(format_metrics_table(metrics))
         if result.skipped:
             print(f"skipped {len(result.skipped)} unreadable image(s)")
-    return 0
+    return EXIT_USAGE if result.skipped else 0  # metrics printed, but not every image was evaluated
 
 
 def cmd_models(args) -> int:
@@ -200,17 +235,25 @@ def cmd_ensemble(args) -> int:
     model, config = combine_models(members)
     config["version"] = "+".join(sorted({m.version for m in members}))[:120]
     config["training"] = members[0].config.get("training")
-    split_file = Path(args.split_file) if args.split_file else Path(args.models[0]) / "split.json"
-    out = export_model(args.out_dir, model, config, dtype=torch.float16)
-    if split_file.exists():
-        (out / "split.json").write_text(split_file.read_text())
-    if args.images and args.labels:
+    member_dirs = [Path(m) if Path(m).is_dir() else Path(m).parent for m in args.models]
+    member_splits = [d / "split.json" for d in member_dirs if (d / "split.json").exists()]
+    if len({json.dumps(load_split(f)["val"]) for f in member_splits}) > 1:
+        raise InvalidInputError("the members were trained on different train/validation splits; "
+                                "an ensemble's validation MAE would include training images")
+    split_file = Path(args.split_file) if args.split_file else next(iter(member_splits), None)
+    split = load_split(split_file) if split_file is not None else None
+    samples = None
+    if args.images and args.labels:  # read the data before anything is written
         samples = load_rsna(args.images, args.labels)
-        if split_file.exists():
-            _, samples = apply_split(samples, load_split(split_file))
+        if split is not None:
+            _, samples = apply_split(samples, split)
+    out = export_model(args.out_dir, model, config, dtype=torch.float16)
+    if split_file is not None:
+        (out / "split.json").write_text(split_file.read_text())
+    if samples is not None:
         result = evaluate_samples(Predictor(load_model(out)), samples)  # the exported float16 model itself
         config["metrics"] = {"validation": result.metrics, "measured_on": "exported float16 weights",
-                             "split": "validation split of the members" if split_file.exists() else "all images"}
+                             "split": "validation split of the members" if split is not None else "all images"}
         export_model(out, model, config, dtype=torch.float16)
         member_maes = ", ".join(str(m.config.get("metrics", {}).get("validation", {}).get("mae_months")) for m in members)
         print(f"ensemble of {len(members)}: MAE {result.metrics['mae_months']:.2f} months on {result.metrics['n']} "
@@ -239,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="CSV with id,boneage,male (extra columns ignored)")
     p.add_argument("--model", default=None, help="model to evaluate (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write a scatter + Bland-Altman plot")
-    p.add_argument("--predictions", default=None, metavar="CSV", help="write per-image predictions")
+    p.add_argument("--plot", type=_output_file, default=None, metavar="PNG", help="write a scatter + Bland-Altman plot")
+    p.add_argument("--predictions", type=_output_file, default=None, metavar="CSV", help="write per-image predictions")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -262,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", help="folder of <id>.png (RSNA layout)")
     d.add_argument("--labels", help="RSNA CSV id,boneage,male")
     d.add_argument("--manifest", help="generic CSV path,bone_age_months,sex[,chronological_age_months]")
-    d.add_argument("--val-fraction", type=float, default=0.1)
+    d.add_argument("--val-fraction", type=_fraction, default=0.1)
     d.add_argument("--split-seed", type=int, default=0)
     d.add_argument("--split-file", default=None, help="reuse a saved split.json instead of drawing one")
     d.add_argument("--limit", type=_positive_int, default=None, help="use only the first N samples")
@@ -270,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
     m.add_argument("--head", default="ordinal", choices=["ordinal", "l1", "mse"])
-    m.add_argument("--width", type=float, default=0.5, help="ResNet width factor (1.0 = standard)")
+    m.add_argument("--width", type=_positive_float, default=0.5, help="ResNet width factor (1.0 = standard)")
     m.add_argument("--label-range", type=_float_pair, default=(0.0, 228.0), metavar="MIN,MAX", help="months")
     m.add_argument("--image-size", type=_size_arg, default=(128, 128), metavar="N|HxW")
     m.add_argument("--resize", default="stretch", choices=["stretch", "pad"])
@@ -288,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--epochs", type=_positive_int, default=40)
     o.add_argument("--batch-size", type=_positive_int, default=64)
     o.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    o.add_argument("--lr", type=float, default=2e-3)
+    o.add_argument("--lr", type=_positive_float, default=2e-3)
     o.add_argument("--weight-decay", type=float, default=0.05)
     o.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     o.add_argument("--warmup-epochs", type=float, default=1.0)

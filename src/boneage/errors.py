@@ -20,6 +20,10 @@ class ImageReadError(BoneAgeError):
     """A file is missing, unreadable, or not an image we can decode."""
 
 
+class UnusableImageError(ImageReadError):
+    """An image decodes but cannot be assessed (blank, too small)."""
+
+
 class InvalidInputError(BoneAgeError):
     """An argument has a value outside what is allowed (e.g. sex other than M/F)."""
 

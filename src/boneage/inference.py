@@ -127,7 +127,11 @@ class Predictor:
         self.preprocess = self.loaded.preprocess
 
     def prepare(self, path: str | Path, sex: str | None = None) -> tuple[np.ndarray, str, str]:
-        """Read and preprocess one file; returns ``(image01, sex, sex_source)`` or raises BoneAgeError."""
+        """Read and preprocess one file -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError.
+
+        The image is quantised to 8 bits exactly as the training cache stores it, so a model sees at
+        inference what it saw in training.
+        """
         image = read_image(path)
         if sex is not None:
             sex, source = normalize_sex(sex), "argument"
@@ -135,29 +139,35 @@ class Predictor:
             sex, source = image.meta.sex, "dicom"
         else:
             raise InvalidInputError(f"{path}: sex unknown; pass --sex M or --sex F (the file does not say)")
-        return preprocess_image(image.pixels, self.preprocess), sex, source
+        image01 = preprocess_image(image.pixels, self.preprocess, source=str(path))
+        return np.round(image01 * 255.0).astype(np.uint8), sex, source
 
-    def predict_arrays(self, images01: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
+    def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
+        """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""
         males = [1.0 if s == "M" else 0.0 for s in sexes]
-        return predict_images(self.loaded.model, images01, males, self.preprocess, batch_size=batch_size, with_sd=with_sd)
+        return predict_images(self.loaded.model, images, males, self.preprocess, batch_size=batch_size, with_sd=with_sd)
 
     def predict_files(self, paths: list[str | Path], sex: str | None = None, batch_size: int = 64) -> list[Prediction]:
-        """Predict every file; a file that cannot be used gets a Prediction with ``error`` set."""
+        """Predict every file, ``batch_size`` at a time (memory stays bounded for any number of files);
+        a file that cannot be used gets a Prediction with ``error`` set."""
         results: list[Prediction] = []
-        ready: list[tuple[int, np.ndarray]] = []
-        for path in paths:
-            try:
-                image01, file_sex, source = self.prepare(path, sex)
-            except BoneAgeError as err:
-                results.append(Prediction(file=str(path), error=str(err)))
-                continue
-            results.append(Prediction(file=str(path), sex=file_sex, sex_source=source))
-            ready.append((len(results) - 1, image01))
-        if ready:
-            months, sd = self.predict_arrays(
-                np.stack([img for _, img in ready]), [results[i].sex for i, _ in ready], batch_size, with_sd=True
-            )
-            for k, (i, _) in enumerate(ready):
-                results[i].bone_age_months = float(months[k])
-                results[i].bone_age_sd_months = None if sd is None else float(sd[k])
+        for start in range(0, len(paths), batch_size):
+            chunk: list[Prediction] = []
+            ready: list[tuple[Prediction, np.ndarray]] = []
+            for path in paths[start : start + batch_size]:
+                try:
+                    image, file_sex, source = self.prepare(path, sex)
+                except BoneAgeError as err:
+                    chunk.append(Prediction(file=str(path), error=str(err)))
+                    continue
+                chunk.append(Prediction(file=str(path), sex=file_sex, sex_source=source))
+                ready.append((chunk[-1], image))
+            if ready:
+                months, sd = self.predict_arrays(
+                    np.stack([image for _, image in ready]), [p.sex for p, _ in ready], batch_size, with_sd=True
+                )
+                for k, (prediction, _) in enumerate(ready):
+                    prediction.bone_age_months = float(months[k])
+                    prediction.bone_age_sd_months = None if sd is None else float(sd[k])
+            results.extend(chunk)
         return results

@@ -34,7 +34,7 @@ def test_rgb_jpeg_and_tiff(tmp_path):
     arr16 = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 200).astype(np.uint16)
     Image.fromarray(arr16).save(tmp_path / "d.tif")
     tif = read_image(tmp_path / "d.tif")
-    assert tif.meta.format == "tiff" and np.array_equal(tif.pixels.astype(np.uint16), arr16)
+    assert tif.meta.format == "tiff" and tif.pixels.dtype == np.uint16 and np.array_equal(tif.pixels, arr16)
 
 
 def test_reader_sniffs_content_not_suffix(tmp_path):
@@ -91,3 +91,68 @@ def test_truncated_png_is_a_clear_error(tmp_path):
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="cannot decode"):
         read_image(tmp_path / "t.png")
+
+
+def test_dicom_rgb_and_ybr_colour_come_back_as_rgb(tmp_path):
+    from pydicom.pixels import convert_color_space
+
+    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+    rgb[...] = (200, 50, 10)
+    image = read_image(_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB"))
+    assert image.pixels.shape == (4, 4, 3) and tuple(image.pixels[0, 0]) == (200, 50, 10)
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    back = read_image(_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL")).pixels
+    assert np.abs(back[0, 0].astype(int) - (200, 50, 10)).max() <= 2  # converted once, not twice
+
+
+def test_dicom_multiframe_reads_the_first_frame_and_no_preamble_is_accepted(tmp_path):
+    raw = np.arange(16, dtype=np.uint16).reshape(4, 4) * 10
+    image = read_image(_dicom(tmp_path / "multi.dcm", raw, frames=3))
+    np.testing.assert_allclose(image.pixels, raw)  # frame 0 (frame k is raw + k)
+    bare = read_image(_dicom(tmp_path / "bare.dcm", raw, preamble=False))
+    assert bare.meta.format == "dicom" and np.allclose(bare.pixels, raw)
+
+
+def test_dicom_with_unusable_window_falls_back_to_modality_values(tmp_path):
+    raw = np.array([[0, 100], [200, 300]], dtype=np.uint16)
+    image = read_image(_dicom(tmp_path / "w0.dcm", raw, window=(150, 0)))
+    np.testing.assert_allclose(image.pixels, raw)
+
+
+def test_rgba_transparent_background_reads_as_background():
+    from boneage.preprocess import to_grayscale
+
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., :3] = 255  # white everywhere ...
+    rgba[1:3, 1:3, 3] = 255  # ... but only the centre is opaque
+    gray = to_grayscale(rgba)
+    assert gray[0, 0] == 0 and gray[1, 1] == pytest.approx(255)
+
+
+@pytest.mark.parametrize("shape,value,match", [((10, 10), None, "too small"), ((200, 200), 0, "blank"),
+                                                ((200, 200), 77, "blank"), ((1, 1), 5, "too small")])
+def test_blank_and_tiny_images_are_refused(shape, value, match):
+    from boneage.errors import UnusableImageError
+    from boneage.preprocess import PreprocessConfig, preprocess_image
+
+    pixels = np.full(shape, value, dtype=np.uint8) if value is not None else np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    with pytest.raises(UnusableImageError, match=match):
+        preprocess_image(pixels, PreprocessConfig(), source="x.png")
+
+
+def test_small_bright_object_on_uniform_field_is_not_normalised_away():
+    from boneage.preprocess import normalize_intensity
+
+    image = np.zeros((1000, 1000), dtype=np.uint8)
+    image[:40, :40] = 200  # 0.16% of the pixels: inside the 99.5th percentile's blind spot
+    out = normalize_intensity(image, "percentile", (0.5, 99.5))
+    assert out.max() == 1.0 and out[0, 0] == 1.0 and out[500, 500] == 0.0
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.zeros((300, 300), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10_000)  # 90k px is "too large" under this limit
+    with pytest.raises(ImageReadError, match="too large"):
+        read_image(tmp_path / "big.png")

@@ -46,15 +46,16 @@ class _Evil:
         return (print, ("code ran",))
 
 
-def test_not_a_boneage_model_is_refused(tmp_path):
+def test_not_a_boneage_model_is_refused(tmp_path, capsys):
     (tmp_path / "text.pt").write_text("hello")
     with open(tmp_path / "pickle.pt", "wb") as fh:
-        pickle.dump({"format": "boneage-checkpoint", "x": _Evil()}, fh)
+        pickle.dump({"format": "boneage-checkpoint", "x": _Evil()}, fh, protocol=2)
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     for name in ("text.pt", "pickle.pt", "other.pt", "missing.pt"):
         with pytest.raises(ModelLoadError) as info:
             load_model(tmp_path / name)
         assert "\n" not in str(info.value)
+    assert "code ran" not in capsys.readouterr().out  # the pickle's payload never executed
     (tmp_path / "folder").mkdir()
     with pytest.raises(ModelLoadError, match="not a boneage model folder"):
         load_model(tmp_path / "folder")

@@ -123,7 +123,16 @@ def load_rsna(images_dir: str | Path, labels_csv: str | Path, *, require_images:
         samples.append(Sample(sample_id, path, _float(row[age_col], "boneage", where), sex))
     if not samples:
         raise DatasetError(f"{labels_csv}: no rows")
+    _check_unique_ids(samples, labels_csv)
     return samples
+
+
+def _check_unique_ids(samples: list[Sample], source) -> None:
+    seen: set[str] = set()
+    for sample in samples:
+        if sample.id in seen:
+            raise DatasetError(f"{source}: id {sample.id} appears more than once")
+        seen.add(sample.id)
 
 
 def _image_path(images_dir: Path, sample_id: str) -> str:
@@ -178,6 +187,7 @@ def load_manifest(manifest_csv: str | Path) -> list[Sample]:
         )
     if not samples:
         raise DatasetError(f"{manifest_csv}: no rows")
+    _check_unique_ids(samples, manifest_csv)
     return samples
 
 
@@ -224,22 +234,24 @@ def load_images(
 
     def one(sample: Sample) -> np.ndarray:
         try:
-            image = preprocess_image(read_image(sample.path).pixels, config)
+            image = preprocess_image(read_image(sample.path).pixels, config, source=sample.path)
         except BoneAgeError as err:
             raise DatasetError(f"sample {sample.id}: {err}") from None
         return np.round(image * 255.0).astype(np.uint8)
 
     out = np.empty((len(samples), *config.image_size), dtype=np.uint8)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    iterator = range(len(samples))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         results = pool.map(one, samples, chunksize=64)
         if progress:
             from tqdm import tqdm
 
             results = tqdm(results, total=len(samples), desc="loading images", unit="img", leave=False)
-        for i, image in zip(iterator, results):
+        for i, image in enumerate(results):
             out[i] = image
+    finally:  # on the first bad image, do not decode the thousands still queued
+        pool.shutdown(wait=True, cancel_futures=True)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")

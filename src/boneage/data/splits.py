@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,11 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.1, seed: int = 
 
 
 def save_split(split: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(split, indent=1))
+    """Write atomically: other processes (DDP ranks) may read it at any moment."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(split, indent=1))
+    os.replace(tmp, path)
 
 
 def load_split(path: str | Path) -> dict:
@@ -60,6 +65,9 @@ def load_split(path: str | Path) -> dict:
         raise DatasetError(f"{path}: cannot read split file ({err})") from None
     if not isinstance(split, dict) or not {"train", "val"} <= split.keys():
         raise DatasetError(f"{path}: split file must hold 'train' and 'val' id lists")
+    overlap = set(split["train"]) & set(split["val"])
+    if overlap:
+        raise DatasetError(f"{path}: {len(overlap)} ids are in both train and val (e.g. {sorted(overlap)[0]})")
     return split
 
 

@@ -23,25 +23,31 @@ class EvaluationResult:
 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False) -> EvaluationResult:
-    """Predict every sample; unreadable images are skipped and listed, never silently dropped."""
-    images, used, skipped = [], [], []
-    iterator = samples
+    """Predict every sample, ``batch_size`` images at a time; unreadable images are skipped and listed,
+    never silently dropped."""
+    used, skipped, predicted = [], [], []
+    batches = range(0, len(samples), batch_size)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(samples, desc="reading", unit="img", leave=False)
-    for sample in iterator:
-        try:
-            image01, _, _ = predictor.prepare(sample.path, sample.sex)
-        except BoneAgeError as err:
-            skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
-            continue
-        images.append(image01)
-        used.append(sample)
+        batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
+    for start in batches:
+        images, chunk = [], []
+        for sample in samples[start : start + batch_size]:
+            try:
+                image, _, _ = predictor.prepare(sample.path, sample.sex)
+            except BoneAgeError as err:
+                skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
+                continue
+            images.append(image)
+            chunk.append(sample)
+        if chunk:
+            predicted.append(predictor.predict_arrays(np.stack(images), [s.sex for s in chunk], batch_size=batch_size))
+            used.extend(chunk)
     if not used:
         first = skipped[0]["error"] if skipped else "no samples"
         raise DatasetError(f"no image could be evaluated ({len(skipped)} unreadable; first: {first})")
-    predicted = predictor.predict_arrays(np.stack(images), [s.sex for s in used], batch_size=batch_size)
-    metrics = compute_metrics(predicted, [s.bone_age_months for s in used], [s.sex for s in used])
+    predicted_months = np.concatenate(predicted)
+    metrics = compute_metrics(predicted_months, [s.bone_age_months for s in used], [s.sex for s in used])
     metrics["n_skipped"] = len(skipped)
-    return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted, skipped=skipped)
+    return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted_months, skipped=skipped)

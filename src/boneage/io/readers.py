@@ -119,10 +119,20 @@ def _is_raster(path: Path, head: bytes) -> bool:
 
 
 def _read_raster(path: Path) -> RadiographImage:
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as img:
-        img.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+            img.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageReadError(
+                f"{path}: image is too large to be a radiograph ({Image.MAX_IMAGE_PIXELS // 1_000_000}+ megapixels)"
+            ) from None
+    with img:
         fmt = (img.format or path.suffix.lstrip(".")).lower()
         mode = img.mode
         if mode in ("I;16", "I;16B", "I;16L"):
@@ -186,8 +196,14 @@ def _read_dicom(path: Path) -> RadiographImage:
         raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM file has no pixel data (is it an image?)")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     try:
-        raw = ds.pixel_array
+        if frames > 1:  # decode only the first frame, not all of them
+            from pydicom.pixels import pixel_array
+
+            raw = pixel_array(ds, index=0)
+        else:
+            raw = ds.pixel_array  # pydicom converts YBR colour to RGB itself
     except Exception as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -195,24 +211,24 @@ def _read_dicom(path: Path) -> RadiographImage:
             f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}; "
             "install pylibjpeg/pylibjpeg-libjpeg for compressed files or send it uncompressed"
         ) from None
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        raw = raw[0]
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     pixels = raw
     inverted = False
     if photometric.startswith("MONOCHROME"):
         pixels = apply_modality_lut(raw, ds)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
+            try:
+                pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
+            except Exception:  # an unusable window (e.g. width 0): keep the modality values
+                pass
         pixels = np.asarray(pixels, dtype=np.float32)
         if photometric == "MONOCHROME1":
             pixels = pixels.max() + pixels.min() - pixels
             inverted = True
-    elif photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        if photometric != "RGB":
-            from pydicom.pixels import convert_color_space
+    elif photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
 
-            pixels = convert_color_space(raw, photometric, "RGB")
+        pixels = apply_color_lut(raw, ds)
     spacing = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)

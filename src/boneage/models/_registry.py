@@ -44,7 +44,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise InvalidInputError(f"unknown model {name!r}.{hint} Available models: {', '.join(list_models())}")
     try:
         model = _MODELS[name](**kwargs)
-    except TypeError as err:
-        raise InvalidInputError(f"model {name!r}: {err}") from None
+    except (TypeError, ValueError, RuntimeError) as err:  # bad options, e.g. width=0 or an empty label range
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvalidInputError(f"model {name!r} with {kwargs}: {first}") from None
     model.boneage_spec = {"name": name, "kwargs": dict(kwargs)}
     return model

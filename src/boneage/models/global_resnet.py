@@ -23,6 +23,8 @@ def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1) 
     """MONAI 2D ResNet without its classifier; returns ``(module, feature_channels)``."""
     if depth not in _DEPTHS:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    if not 0.05 <= width <= 8:
+        raise ValueError(f"width must be between 0.05 and 8, got {width}")
     net = getattr(monai_resnet, _DEPTHS[depth])(
         spatial_dims=2, n_input_channels=in_channels, conv1_t_stride=2, widen_factor=width, feed_forward=False
     )

@@ -3,6 +3,7 @@
 from .augment import AugmentConfig, augment_batch
 from .transforms import (
     PreprocessConfig,
+    check_usable,
     normalize_intensity,
     preprocess_image,
     resize_image,
@@ -14,6 +15,7 @@ __all__ = [
     "AugmentConfig",
     "PreprocessConfig",
     "augment_batch",
+    "check_usable",
     "normalize_intensity",
     "preprocess_image",
     "resize_image",

@@ -11,10 +11,11 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, UnusableImageError
 
 __all__ = [
     "PreprocessConfig",
+    "check_usable",
     "normalize_intensity",
     "preprocess_image",
     "resize_image",
@@ -22,6 +23,7 @@ __all__ = [
     "to_model_input",
 ]
 
+MIN_IMAGE_SIDE = 32  # px; smaller images hold no assessable anatomy
 RESIZE_POLICIES = ("stretch", "pad")
 NORMALIZATIONS = ("percentile", "minmax")
 
@@ -59,17 +61,25 @@ class PreprocessConfig:
 
 
 def to_grayscale(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32 from grayscale, gray+alpha, RGB or RGBA (ITU-R 601 luma; alpha ignored)."""
+    """``(H, W)`` float32 from grayscale, gray+alpha, RGB or RGBA (ITU-R 601 luma).
+
+    Alpha is composited onto black, so a transparent background reads as background, not as its
+    (often white) stored colour.
+    """
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         return pixels.astype(np.float32, copy=False)
-    if pixels.ndim == 3:
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 2, 3, 4):
         channels = pixels.shape[2]
         if channels in (1, 2):
-            return pixels[..., 0].astype(np.float32)
-        if channels in (3, 4):
-            rgb = pixels[..., :3].astype(np.float32)
-            return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            gray = pixels[..., 0].astype(np.float32)
+        else:
+            gray = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if channels in (2, 4):
+            alpha = pixels[..., -1].astype(np.float32)
+            full = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, float(alpha.max()) or 1.0)
+            gray *= alpha / full
+        return gray
     raise InvalidInputError(f"cannot convert an array of shape {pixels.shape} to grayscale")
 
 
@@ -82,21 +92,37 @@ def normalize_intensity(
     (burnt-in text, markers), which the bit depth of the file does not predict.
     """
     image = np.asarray(image, dtype=np.float32)
-    finite = image[np.isfinite(image)]
+    finite_mask = np.isfinite(image)
+    all_finite = bool(finite_mask.all())
+    finite = image.ravel() if all_finite else image[finite_mask]
     if finite.size == 0:
         return np.zeros_like(image, dtype=np.float32)
+    low, high = float(finite.min()), float(finite.max())
     if method == "percentile":
         # Percentiles on a subsample: exact enough and O(1) in the image size.
         sample = finite if finite.size <= 1_000_000 else finite[:: finite.size // 1_000_000 + 1]
-        low, high = np.percentile(sample, percentiles)
-    elif method == "minmax":
-        low, high = float(finite.min()), float(finite.max())
-    else:
+        p_low, p_high = np.percentile(sample, percentiles)
+        if p_high > p_low:  # else (e.g. a small bright object on a uniform field) keep min/max
+            low, high = float(p_low), float(p_high)
+    elif method != "minmax":
         raise InvalidInputError(f"normalization {method!r} unknown; choose from {NORMALIZATIONS}")
     if not high > low:
         return np.zeros_like(image, dtype=np.float32)
-    out = (np.nan_to_num(image, nan=low) - low) / (high - low)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    out = image - low if all_finite else np.nan_to_num(image, nan=low, posinf=high, neginf=low) - low
+    out *= 1.0 / (high - low)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def check_usable(image: np.ndarray, source: str = "image") -> None:
+    """Refuse images that hold nothing to assess: smaller than 32 px or of a single intensity."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise UnusableImageError(
+            f"{source}: image is {width}x{height} px, too small to assess (needs at least {MIN_IMAGE_SIDE} px a side)"
+        )
+    finite = image[np.isfinite(image)] if not np.isfinite(image).all() else image
+    if finite.size == 0 or float(finite.max()) == float(finite.min()):
+        raise UnusableImageError(f"{source}: image is blank (every pixel has the same value); is this a radiograph?")
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
@@ -132,9 +158,13 @@ def resize_image(image: np.ndarray, size: tuple[int, int], policy: str = "stretc
     return out
 
 
-def preprocess_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Decoded pixels -> float32 ``(H, W)`` in [0, 1] at ``config.image_size``."""
+def preprocess_image(pixels: np.ndarray, config: PreprocessConfig, source: str = "image") -> np.ndarray:
+    """Decoded pixels -> float32 ``(H, W)`` in [0, 1] at ``config.image_size``.
+
+    Raises :class:`UnusableImageError` (naming ``source``) for blank or tiny images.
+    """
     gray = to_grayscale(pixels)
+    check_usable(gray, source)
     norm = normalize_intensity(gray, config.normalization, config.percentiles)
     return resize_image(norm, config.image_size, config.resize)
 

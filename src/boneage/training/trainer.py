@@ -65,6 +65,11 @@ class _Dist:
         if self.world_size > 1:
             torch_dist.barrier()
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        if self.world_size > 1:
+            for buffer in module.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
     def all_gather(self, obj):
         if self.world_size == 1:
             return [obj]
@@ -164,13 +169,14 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
         if last_path.exists():
             checkpoint = load_checkpoint(last_path)
             saved = TrainConfig.from_dict(checkpoint["config"]["training"]["recipe"])
-            if saved.model_spec() != config.model_spec():
-                raise InvalidInputError(
-                    f"--resume: {last_path} was trained as {saved.model_spec()}, not {config.model_spec()}"
-                )
-            # The saved recipe wins (apart from where to run), so a resumed run is the same run.
-            saved.device, saved.threads, saved.progress = config.device, config.threads, config.progress
-            saved.max_steps = config.max_steps
+            # The saved recipe wins (apart from where and how verbosely to run): a resumed run is the
+            # same run. Settings given now that differ are named, not silently dropped.
+            for keep in ("device", "threads", "progress", "max_steps"):
+                setattr(saved, keep, getattr(config, keep))
+            changed = [f"{k} ({v!r} -> saved {saved.to_dict()[k]!r})" for k, v in config.to_dict().items()
+                       if k != "out_dir" and v != saved.to_dict()[k]]
+            if changed:
+                log(f"--resume: continuing the saved recipe; ignoring changed settings: {', '.join(changed)}")
             config = saved
             log(f"resuming from {last_path} (epoch {checkpoint['epoch'] + 1} done)")
         else:
@@ -186,10 +192,10 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     else:
         split = split_samples(samples, config.val_fraction, config.split_seed)
     train_samples, val_samples = apply_split(samples, split)
-    if dist.is_main:
+    if dist.is_main and checkpoint is None:  # every rank draws the same split; rank 0 records it
         save_split(split, split_path)
-        if checkpoint is None:
-            config.save(out_dir / "train_config.json")
+        config.save(out_dir / "train_config.json")
+    dist.barrier()
     log(f"data: {len(train_samples)} train / {len(val_samples)} validation images ({source})")
     t0 = time.time()
     cache_dir = config.cache_dir
@@ -234,6 +240,8 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
         generator.set_state(checkpoint["rng"][dist.rank % len(checkpoint["rng"])])
         if checkpoint.get("torch_rng") is not None:
             torch.set_rng_state(checkpoint["torch_rng"])
+        if checkpoint.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
         start_epoch, best_mae = checkpoint["epoch"] + 1, checkpoint["best_metric"]
         history, step = checkpoint["history"], checkpoint["step"]
     train_module = model
@@ -295,6 +303,7 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
 
         # ---- validation (sharded across ranks, gathered)
         eval_model = ema if ema is not None else model
+        dist.broadcast_buffers(eval_model)  # every rank validates the weights rank 0 will save
         part = np.arange(dist.rank, len(val_samples), dist.world_size)
         predictions = predict_images(
             eval_model, val_images[part], [1.0 if val_sex[i] == "M" else 0.0 for i in part], config.preprocess,
@@ -336,11 +345,12 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
                 "history": history,
                 "rng": rng_states,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             }
             state["config"]["metrics"] = {"validation": metrics, "epoch": epoch + 1}
-            save_checkpoint(last_path, state)
-            if improved:
+            if improved:  # best first: a kill between the two writes must not record a best that is not saved
                 save_checkpoint(best_path, state)
+            save_checkpoint(last_path, state)
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
         dist.barrier()
         if stop:
