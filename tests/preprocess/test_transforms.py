@@ -79,3 +79,20 @@ def test_augment_flip_only_equals_torch_flip():
     config.hflip = 1.0
     out = augment_batch(x, config, torch.Generator().manual_seed(0))
     assert torch.allclose(out, torch.flip(x, dims=[3]), atol=1e-5)
+
+
+def test_rotation_by_90_degrees_on_a_non_square_image_is_a_rotation_not_a_shear():
+    import math
+
+    import torch.nn.functional as F
+
+    from boneage.preprocess.augment import affine_theta
+
+    x = torch.zeros(1, 1, 16, 32)
+    x[0, 0, 7:9, 13:19] = 1.0  # horizontal bar: 6 px long, 2 px thick, centred
+    one = torch.ones(1)
+    theta = affine_theta(torch.tensor([math.pi / 2]), one, 0 * one, 0 * one, one, (16, 32))
+    out = F.grid_sample(x, F.affine_grid(theta, [1, 1, 16, 32], align_corners=False), align_corners=False)[0, 0]
+    rows, cols = torch.nonzero(out > 0.5, as_tuple=True)
+    # a rotation keeps the lengths in pixels: now 6 px tall and 2 px wide (a shear gives 3 x 4)
+    assert int(rows.max() - rows.min()) + 1 == 6 and int(cols.max() - cols.min()) + 1 == 2

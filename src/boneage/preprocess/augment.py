@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch"]
+__all__ = ["AugmentConfig", "affine_theta", "augment_batch"]
 
 
 @dataclasses.dataclass
@@ -44,6 +44,18 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def affine_theta(angle, scale, tx, ty, flip, size: tuple[int, int]) -> torch.Tensor:
+    """``(N, 2, 3)`` matrices for ``affine_grid``: rotation by ``angle`` (radians) and zoom by ``scale``
+    about the centre *in pixel space*, a horizontal flip where ``flip`` is -1, and a shift ``(tx, ty)``
+    in grid units. In the grid's normalised coordinates the off-diagonal terms scale with the aspect
+    ratio; without that, non-square images would be sheared instead of rotated."""
+    aspect = size[0] / size[1]  # H / W
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    return torch.stack(
+        [torch.stack([cos * flip, -sin * aspect, tx], 1), torch.stack([sin * flip / aspect, cos, ty], 1)], 1
+    )
+
+
 def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Return an augmented copy of ``images`` (float, ``(N, C, H, W)``, values in [0, 1])."""
     n = images.shape[0]
@@ -52,10 +64,7 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     tx = _uniform(n, -config.translate, config.translate, generator) * 2  # grid units span [-1, 1]
     ty = _uniform(n, -config.translate, config.translate, generator) * 2
     flip = torch.where(torch.rand(n, generator=generator) < config.hflip, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
-    ).to(images.dtype)
+    theta = affine_theta(angle, scale, tx, ty, flip, images.shape[-2:]).to(images.dtype)
     identity = bool((angle == 0).all() and (scale == 1).all() and (tx == 0).all() and (ty == 0).all() and (flip == 1).all())
     out = images
     if not identity:
