@@ -206,12 +206,13 @@ def cmd_train(args) -> int:
         out_dir=args.out_dir, images=args.images, labels=args.labels, manifest=args.manifest,
         val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
         cache_dir=args.cache_dir, model=args.model, head=args.head, width=args.width, label_range=args.label_range,
+        model_kwargs={"max_pool": False} if args.no_max_pool else {},
         preprocess=PreprocessConfig(image_size=args.image_size, resize=args.resize, normalization=args.normalization),
         augment=augment, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         ema_decay=args.ema_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
         precision=args.precision, channels_last=not args.no_channels_last, threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress, tta=args.tta,
     )
     from .models import create_model
 
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
     m.add_argument("--head", default="ordinal", choices=["ordinal", "l1", "mse"])
     m.add_argument("--width", type=_positive_float, default=0.5, help="ResNet width factor (1.0 = standard)")
+    m.add_argument("--no-max-pool", action="store_true", help="drop the ResNet stem's max pooling (finer features)")
     m.add_argument("--label-range", type=_float_pair, default=(0.0, 228.0), metavar="MIN,MAX", help="months")
     m.add_argument("--image-size", type=_size_arg, default=(128, 128), metavar="N|HxW")
     m.add_argument("--resize", default="stretch", choices=["stretch", "pad"])
@@ -346,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-channels-last", action="store_true")
     r.add_argument("--threads", type=_positive_int, default=None)
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--tta", default="auto", choices=["auto", "hflip", "none"],
+                   help="test-time augmentation stored with the exported model (auto: hflip if trained with flips)")
     p.set_defaults(func=cmd_train)
     return parser
 

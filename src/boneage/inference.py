@@ -19,7 +19,9 @@ from .io import read_image
 from .models import LoadedModel, load_model
 from .preprocess import PreprocessConfig, preprocess_image, to_model_input
 
-__all__ = ["Predictor", "Prediction", "predict_images", "format_months", "normalize_sex"]
+__all__ = ["Predictor", "Prediction", "predict_images", "format_months", "normalize_sex", "TTA_MODES"]
+
+TTA_MODES = (None, "none", "hflip")
 
 
 def normalize_sex(value) -> str:
@@ -58,12 +60,16 @@ def predict_images(
     precision: str = "fp32",
     channels_last: bool = True,
     with_sd: bool = False,
+    tta: str | None = None,
 ):
     """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1.
 
     With ``with_sd`` returns ``(months, sd)`` where ``sd`` is the model's own uncertainty (the SD across
-    an ensemble's members) or None for a single model.
+    an ensemble's members) or None for a single model. ``tta='hflip'`` averages each image with its
+    mirror image (test-time augmentation; members are averaged over views before their SD is taken).
     """
+    if tta not in TTA_MODES:
+        raise InvalidInputError(f"test-time augmentation {tta!r} unknown; choose from {TTA_MODES}")
     device = torch.device(device)
     images = torch.as_tensor(images)
     males = torch.as_tensor(np.asarray(males, dtype=np.float32))
@@ -77,11 +83,18 @@ def predict_images(
             x = to_model_input(x.unsqueeze(1), preprocess).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, precision):
-                outputs = model(x, males[start : start + batch_size].to(device))
-            out.append(outputs["bone_age_months"].float().cpu())
-            if "bone_age_sd_months" in outputs:
-                spread.append(outputs["bone_age_sd_months"].float().cpu())
+            views = [x, torch.flip(x, dims=[3])] if tta == "hflip" else [x]
+            male = males[start : start + batch_size].to(device)
+            months, members = 0.0, None
+            for view in views:
+                with _autocast(device, precision):
+                    outputs = model(view, male)
+                months = months + outputs["bone_age_months"].float().cpu() / len(views)
+                if "member_months" in outputs:
+                    members = (0.0 if members is None else members) + outputs["member_months"].float().cpu() / len(views)
+            out.append(months)
+            if members is not None:
+                spread.append(members.std(dim=1, unbiased=False))
     finally:
         model.train(was_training)
     months = torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
@@ -125,6 +138,7 @@ class Predictor:
             torch.set_num_threads(threads)
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.preprocess = self.loaded.preprocess
+        self.tta = self.loaded.tta
 
     def prepare(self, path: str | Path, sex: str | None = None) -> tuple[np.ndarray, str, str]:
         """Read and preprocess one file -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError.
@@ -145,7 +159,8 @@ class Predictor:
     def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""
         males = [1.0 if s == "M" else 0.0 for s in sexes]
-        return predict_images(self.loaded.model, images, males, self.preprocess, batch_size=batch_size, with_sd=with_sd)
+        return predict_images(self.loaded.model, images, males, self.preprocess, batch_size=batch_size,
+                              with_sd=with_sd, tta=self.tta)
 
     def predict_files(self, paths: list[str | Path], sex: str | None = None, batch_size: int = 64) -> list[Prediction]:
         """Predict every file, ``batch_size`` at a time (memory stays bounded for any number of files);

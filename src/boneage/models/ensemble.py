@@ -70,6 +70,7 @@ def combine_models(loaded_models: list) -> tuple[Ensemble, dict]:
         "preprocess": first.config["preprocess"],
         "labels": first.config.get("labels"),
         "inputs": first.config.get("inputs"),
+        "inference": first.config.get("inference", {}),
         "members": [{"source": m.source, "name": m.name, "version": m.version,
                      "validation": m.config.get("metrics", {}).get("validation", {}).get("mae_months"),
                      "training": m.config.get("training")} for m in loaded_models],

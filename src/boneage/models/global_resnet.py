@@ -19,14 +19,19 @@ __all__ = ["GlobalResNet", "build_resnet_backbone"]
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50"}
 
 
-def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1) -> tuple[nn.Module, int]:
-    """MONAI 2D ResNet without its classifier; returns ``(module, feature_channels)``."""
+def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1, max_pool: bool = True) -> tuple[nn.Module, int]:
+    """MONAI 2D ResNet without its classifier; returns ``(module, feature_channels)``.
+
+    ``max_pool=False`` drops the stem's max pooling: feature maps twice as fine in each direction
+    (16x instead of 32x downsampling), for small inputs where the bones are only a few pixels wide.
+    """
     if depth not in _DEPTHS:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
     if not 0.05 <= width <= 8:
         raise ValueError(f"width must be between 0.05 and 8, got {width}")
     net = getattr(monai_resnet, _DEPTHS[depth])(
-        spatial_dims=2, n_input_channels=in_channels, conv1_t_stride=2, widen_factor=width, feed_forward=False
+        spatial_dims=2, n_input_channels=in_channels, conv1_t_stride=2, widen_factor=width, feed_forward=False,
+        no_max_pool=not max_pool,
     )
     last = net.layer4[-1]
     channels = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
@@ -38,9 +43,9 @@ class GlobalResNet(nn.Module):
 
     def __init__(self, depth: int = 18, width: float = 1.0, head: str = "ordinal",
                  label_range: tuple[float, float] = (0.0, 228.0), sex_features: int = 32,
-                 hidden: int = 256, dropout: float = 0.2, in_channels: int = 1):
+                 hidden: int = 256, dropout: float = 0.2, in_channels: int = 1, max_pool: bool = True):
         super().__init__()
-        self.backbone, self.num_features = build_resnet_backbone(depth, width, in_channels)
+        self.backbone, self.num_features = build_resnet_backbone(depth, width, in_channels, max_pool)
         self.sex_fc = nn.Sequential(nn.Linear(1, sex_features), nn.ReLU(inplace=True))
         self.mlp = nn.Sequential(
             nn.Linear(self.num_features + sex_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
@@ -48,7 +53,7 @@ class GlobalResNet(nn.Module):
         self.head = create_head(head, hidden, tuple(label_range))
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> the 4th block's feature map ``(N, F, H/32, W/32)``."""
+        """``(N, C, H, W)`` -> the 4th block's feature map ``(N, F, H/32, W/32)`` (``H/16`` without max pooling)."""
         b = self.backbone
         x = b.act(b.bn1(b.conv1(images)))
         if not b.no_max_pool:

@@ -54,6 +54,11 @@ class LoadedModel:
         return PreprocessConfig.from_dict(self.config["preprocess"])
 
     @property
+    def tta(self) -> str | None:
+        """Test-time augmentation the model was validated with (``inference.tta`` in its config)."""
+        return self.config.get("inference", {}).get("tta")
+
+    @property
     def name(self) -> str:
         return str(self.config.get("name") or self.config["model"]["name"])
 

@@ -32,6 +32,7 @@ class TrainConfig:
     # preprocessing and augmentation
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    tta: str = "auto"  # test-time augmentation of the exported model: auto (hflip if trained with flips) | hflip | none
     # optimisation
     epochs: int = 40
     batch_size: int = 64
@@ -51,6 +52,11 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     eval_batch_size: int = 256
+
+    def resolved_tta(self) -> str:
+        if self.tta == "auto":
+            return "hflip" if self.augment.hflip > 0 else "none"
+        return self.tta
 
     def model_spec(self) -> dict:
         kwargs = {"head": self.head, "width": self.width, "label_range": list(self.label_range), **self.model_kwargs}

@@ -373,6 +373,7 @@ def _model_config(config, source, split, samples, history, started, device, comm
         "model": spec,
         "preprocess": config.preprocess.to_dict(),
         "labels": {"unit": "months", "min": float(config.label_range[0]), "max": float(config.label_range[1])},
+        "inference": {"tta": config.resolved_tta()},
         "inputs": {"image": "grayscale radiograph of the left hand", "sex": "M or F"},
         "training": {
             "data": {**source, **samples_summary(samples)},
@@ -397,9 +398,10 @@ def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, va
     export_model(model_dir, loaded.model, config, dtype=torch.float16)
     exported = load_model(model_dir)
     males = [1.0 if s == "M" else 0.0 for s in val_sex]
-    predictions = predict_images(exported.model, val_images, males, exported.preprocess)
+    predictions = predict_images(exported.model, val_images, males, exported.preprocess, tta=exported.tta)
     metrics = compute_metrics(predictions, val_age, val_sex)
-    config["metrics"] = {"validation": metrics, "epoch": checkpoint["epoch"] + 1, "measured_on": "exported float16 weights"}
+    config["metrics"] = {"validation": metrics, "epoch": checkpoint["epoch"] + 1,
+                         "measured_on": f"exported float16 weights, test-time augmentation: {exported.tta}"}
     export_model(model_dir, loaded.model, config, dtype=torch.float16)
     (model_dir / "split.json").write_text((out_dir / "split.json").read_text())
     with open(out_dir / "val_predictions.csv", "w") as fh:
