@@ -206,7 +206,7 @@ def cmd_train(args) -> int:
         out_dir=args.out_dir, images=args.images, labels=args.labels, manifest=args.manifest,
         val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
         cache_dir=args.cache_dir, model=args.model, head=args.head, width=args.width, label_range=args.label_range,
-        model_kwargs={"max_pool": False} if args.no_max_pool else {},
+        model_kwargs={"max_pool": args.max_pool},
         preprocess=PreprocessConfig(image_size=args.image_size, resize=args.resize, normalization=args.normalization),
         augment=augment, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
@@ -315,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
     m.add_argument("--head", default="ordinal", choices=["ordinal", "l1", "mse"])
     m.add_argument("--width", type=_positive_float, default=0.5, help="ResNet width factor (1.0 = standard)")
-    m.add_argument("--no-max-pool", action="store_true", help="drop the ResNet stem's max pooling (finer features)")
+    m.add_argument("--max-pool", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep the ResNet stem's max pooling (default: off, for features twice as fine at small inputs)")
     m.add_argument("--label-range", type=_float_pair, default=(0.0, 228.0), metavar="MIN,MAX", help="months")
-    m.add_argument("--image-size", type=_size_arg, default=(128, 128), metavar="N|HxW")
+    m.add_argument("--image-size", type=_size_arg, default=(100, 100), metavar="N|HxW")
     m.add_argument("--resize", default="stretch", choices=["stretch", "pad"])
     m.add_argument("--normalization", default="percentile", choices=["percentile", "minmax"])
     a = p.add_argument_group("augmentation")
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--brightness", type=float, default=0.1)
     a.add_argument("--gamma", type=float, default=0.2)
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=_positive_int, default=40)
+    o.add_argument("--epochs", type=_positive_int, default=45)
     o.add_argument("--batch-size", type=_positive_int, default=64)
     o.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
     o.add_argument("--lr", type=_positive_float, default=2e-3)

@@ -1,4 +1,7 @@
-"""The training recipe: one dataclass, saved with every run and inside every exported model."""
+"""The training recipe: one dataclass, saved with every run and inside every exported model.
+
+Its defaults (and ``boneage train``'s) are the recipe of the shipped default model's members.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +31,13 @@ class TrainConfig:
     head: str = "ordinal"
     width: float = 0.5
     label_range: tuple[float, float] = (0.0, 228.0)
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    model_kwargs: dict = dataclasses.field(default_factory=lambda: {"max_pool": False})
     # preprocessing and augmentation
-    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=lambda: PreprocessConfig(image_size=(100, 100)))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     tta: str = "auto"  # test-time augmentation of the exported model: auto (hflip if trained with flips) | hflip | none
     # optimisation
-    epochs: int = 40
+    epochs: int = 45
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 2e-3
