@@ -115,45 +115,49 @@ def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
     }
 
 
-def bench_train(steps: int, tmp: Path) -> dict:
-    from boneage.models import create_model
-    from boneage.preprocess import PreprocessConfig
+def bench_train(model_spec, steps: int, tmp: Path) -> dict:
+    """Both loops train the architecture and preprocessing of the model being benchmarked."""
+    from boneage.data import load_images, load_rsna
+    from boneage.models import create_model, load_model
     from boneage.training import TrainConfig, train
 
+    recipe = (load_model(model_spec).config.get("training") or {}).get("recipe")
+    base = TrainConfig.from_dict(recipe) if recipe else TrainConfig()
     rsna = SHARED / "rsna-100px"
-    limit = steps * 64 + 200
+    limit = steps * base.batch_size + 200
     if rsna.exists():
-        images, labels, source = rsna / "images", rsna / "boneage-training-dataset.csv", f"{rsna} (real, first {limit} ids)"
+        images, labels, source = rsna / "images", rsna / "boneage-training-dataset.csv", f"real RSNA, first {limit} ids"
     else:
         from boneage.data import write_phantom_dataset
 
         images, labels = write_phantom_dataset(tmp / "ph", limit, size=100, seed=0)
         source = "synthetic phantoms 100 px"
-    config = TrainConfig(out_dir=str(tmp / "run"), images=str(images), labels=str(labels), limit=limit, epochs=1,
-                         val_fraction=0.05, progress=False, cache_dir=str(tmp / "cache"))
+    overrides = dict(out_dir=str(tmp / "run"), images=str(images), labels=str(labels), manifest=None, limit=limit,
+                     epochs=1, val_fraction=0.05, split_file=None, progress=False, cache_dir=str(tmp / "cache"),
+                     threads=None, device="cpu", max_steps=None)
+    config = TrainConfig.from_dict({**base.to_dict(), **overrides})
     # warm the image cache so both loops start from the same in-memory data
-    train(TrainConfig(**{**config.__dict__, "out_dir": str(tmp / "warm"), "max_steps": 2}), log=lambda *a: None)
+    train(TrainConfig.from_dict({**config.to_dict(), "out_dir": str(tmp / "warm"), "max_steps": 2}), log=lambda *a: None)
     summary = train(config, log=lambda *a: None)
     history = json.loads((tmp / "run" / "history.json").read_text())
     boneage_ips = history[-1]["train_images_per_s"]
-    # plain PyTorch loop on the same model, batch size and images
-    from boneage.data import load_images, load_rsna
-
+    # plain PyTorch loop on the same model, batch size and images: fp32, contiguous, no augmentation/EMA
     samples = load_rsna(images, labels)[:limit]
-    data = torch.from_numpy(load_images(samples, PreprocessConfig(), cache_dir=tmp / "cache2"))
+    data = torch.from_numpy(load_images(samples, config.preprocess, cache_dir=tmp / "cache"))
     ages = torch.tensor([s.bone_age_months for s in samples])
     males = torch.tensor([s.male for s in samples])
     torch.manual_seed(0)
-    model = create_model("global_resnet18", **config.model_spec()["kwargs"])
+    spec = config.model_spec()
+    model = create_model(spec["name"], **spec["kwargs"])
     model.init_from_labels(ages)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     bs = config.batch_size
     n_steps = summary["steps"]
     t = time.perf_counter()
-    for step in range(n_steps):
+    for _ in range(n_steps):
         index = torch.randint(0, len(samples), (bs,))
-        x = (data[index].unsqueeze(1).float() / 255.0 - 0.5) / 0.25
+        x = (data[index].unsqueeze(1).float() / 255.0 - config.preprocess.mean) / config.preprocess.std
         outputs = model(x, males[index])
         loss = model.compute_loss(outputs, {"bone_age_months": ages[index]})["loss"]
         optimizer.zero_grad()
@@ -161,7 +165,7 @@ def bench_train(steps: int, tmp: Path) -> dict:
         optimizer.step()
     plain_ips = n_steps * bs / (time.perf_counter() - t)
     return {"source": source, "steps": n_steps, "batch_size": bs, "boneage_images_per_s": boneage_ips,
-            "plain_images_per_s": plain_ips}
+            "plain_images_per_s": plain_ips, "model": f"{spec['name']} {spec['kwargs']}"}
 
 
 def main(argv=None) -> int:
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         p = bench_predict(args.model, args.repeats, tmp)
-        t = None if args.skip_train else bench_train(args.train_steps, tmp)
+        t = None if args.skip_train else bench_train(args.model, args.train_steps, tmp)
     lines = [
         f"Hardware: {hardware}. Model: {p['model']} at {p['input_size'][0]}x{p['input_size'][1]} px.",
         f"Prediction images: {p['source']}.",
@@ -190,7 +194,7 @@ def main(argv=None) -> int:
     ]
     if t is not None:
         lines.append(
-            f"| training throughput ({t['steps']} steps x {t['batch_size']}, {t['source']}) | {t['boneage_images_per_s']:.0f} img/s "
+            f"| training throughput ({t['model']}; {t['steps']} steps x {t['batch_size']}, {t['source']}) | {t['boneage_images_per_s']:.0f} img/s "
             f"(bf16, channels-last, augmentation, EMA) | {t['plain_images_per_s']:.0f} img/s (fp32, no augmentation) | "
             f"{t['boneage_images_per_s'] / t['plain_images_per_s']:.2f} |"
         )
