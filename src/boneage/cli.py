@@ -50,24 +50,23 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return number
+def _float_arg(check, requirement: str):
+    """An argparse type: a float for which ``check`` holds, else an error saying ``requirement``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        if not check(number):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return number
+
+    return parse
 
 
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0 <= number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
-    return number
+_positive_float = _float_arg(lambda v: v > 0, "greater than 0")
+_fraction = _float_arg(lambda v: 0 <= v < 1, "at least 0 and below 1")
 
 
 def _size_arg(value: str) -> tuple[int, int]:
