@@ -16,19 +16,20 @@ def main() -> None:
     metrics = config["metrics"]["validation"]
     training = config.get("training") or {}
     members = config.get("members") or []
-    print(f"**{loaded.name}** ({loaded.version}); test-time augmentation: {loaded.tta or 'none'}; "
+    print(f"- **{loaded.name}** ({loaded.version}); test-time augmentation: {loaded.tta or 'none'}; "
           f"input {config['preprocess']['image_size'][0]}x{config['preprocess']['image_size'][1]} px "
           f"({config['preprocess']['resize']}, {config['preprocess']['normalization']} normalisation).")
     split = training.get("split", {})
-    print(f"Validation split: {split.get('n_val')} of {split.get('n_val', 0) + split.get('n_train', 0)} images "
+    print(f"- Validation split: {split.get('n_val')} of {split.get('n_val', 0) + split.get('n_train', 0)} images "
           f"(seed {split.get('seed')}, stratified by sex and age decile; `split.json` ships with the model).")
     if members:
-        print("Members: " + "; ".join(f"{m['name']} {m['version']} (alone: MAE {m['validation']})" for m in members))
-        total = sum((m.get("training") or {}).get("duration_s", 0) for m in members)
+        print("- Members: " + "; ".join(f"{m['name']} {m['version']} (alone: MAE {m['validation']})" for m in members))
+        durations = [(m.get("training") or {}).get("duration_s", 0) for m in members]
         hardware = (members[0].get("training") or {}).get("hardware")
-        print(f"Training time: {total / 60:.0f} min in all on {hardware}.")
+        print(f"- Training time: {max(durations) / 60:.0f} min wall clock with the {len(members)} members trained side by "
+              f"side ({sum(durations) / 60:.0f} process-minutes), each on {hardware}.")
     else:
-        print(f"Training time: {training.get('duration_s', 0) / 60:.0f} min on {training.get('hardware')}.")
+        print(f"- Training time: {training.get('duration_s', 0) / 60:.0f} min on {training.get('hardware')}.")
     print()
     print(format_metrics_table(metrics))
     print()
