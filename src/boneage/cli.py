@@ -229,7 +229,7 @@ def cmd_ensemble(args) -> int:
     from .data import apply_split, load_rsna, load_split
     from .evaluation.evaluate import evaluate_samples
     from .inference import Predictor
-    from .models import combine_models, export_model, load_model
+    from .models import combine_models, export_model, load_model, write_model_config
 
     members = [load_model(path) for path in args.models]
     model, config = combine_models(members)
@@ -254,7 +254,7 @@ def cmd_ensemble(args) -> int:
         result = evaluate_samples(Predictor(load_model(out)), samples)  # the exported float16 model itself
         config["metrics"] = {"validation": result.metrics, "measured_on": "exported float16 weights",
                              "split": "validation split of the members" if split is not None else "all images"}
-        export_model(out, model, config, dtype=torch.float16)
+        write_model_config(out, config)
         member_maes = ", ".join(str(m.config.get("metrics", {}).get("validation", {}).get("mae_months")) for m in members)
         print(f"ensemble of {len(members)}: MAE {result.metrics['mae_months']:.2f} months on {result.metrics['n']} "
               f"images (members: {member_maes})")

@@ -99,3 +99,16 @@ def test_ensemble_combines_models_and_reports_spread(tmp_path):
 
     with pytest.raises(InvalidInputError, match="preprocessing differs"):
         combine_models([members[0], odd])
+
+
+def test_write_model_config_replaces_only_the_config(tmp_path):
+    from boneage.models import write_model_config
+
+    model = _model()
+    export_model(tmp_path / "m", model, _config(model), dtype=torch.float16)
+    weights = (tmp_path / "m" / "model.safetensors").read_bytes()
+    write_model_config(tmp_path / "m", {**_config(model), "metrics": {"validation": {"mae_months": 1.5}}})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config["metrics"]["validation"]["mae_months"] == 1.5
+    assert loaded.config["weights_dtype"] == "float16" and loaded.config["format"] == "boneage-model"
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == weights

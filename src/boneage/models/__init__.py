@@ -7,7 +7,7 @@ from . import ensemble, global_resnet  # noqa: F401  (register their models)
 from .ensemble import Ensemble, combine_models
 from ._registry import create_model, list_models, model_description, register_model
 from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
-from .serialization import LoadedModel, default_model_path, export_model, load_checkpoint, load_model, save_checkpoint
+from .serialization import LoadedModel, default_model_path, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
 
 __all__ = [
     "Ensemble",
@@ -26,4 +26,5 @@ __all__ = [
     "ordinal_encode",
     "register_model",
     "save_checkpoint",
+    "write_model_config",
 ]

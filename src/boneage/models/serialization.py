@@ -34,6 +34,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
+    "write_model_config",
 ]
 
 CHECKPOINT_FORMAT = "boneage-checkpoint"
@@ -117,10 +118,20 @@ def export_model(out_dir: str | Path, model: nn.Module, config: dict, *, dtype: 
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
         for k, v in model.state_dict().items()
     }
-    full_config = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **config, "weights_dtype": str(dtype).replace("torch.", "")}
     _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
-    _atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(full_config, indent=2)))
+    _write_config(out_dir, config, str(dtype).replace("torch.", ""))
     return out_dir
+
+
+def write_model_config(out_dir: str | Path, config: dict) -> None:
+    """Replace the ``config.json`` of an exported model (e.g. to add metrics) without rewriting its weights."""
+    current = json.loads((Path(out_dir) / CONFIG_FILE).read_text())
+    _write_config(Path(out_dir), config, current["weights_dtype"])
+
+
+def _write_config(out_dir: Path, config: dict, weights_dtype: str) -> None:
+    full_config = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **config, "weights_dtype": weights_dtype}
+    _atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(full_config, indent=2)))
 
 
 def default_model_path() -> Path:

@@ -33,7 +33,7 @@ from ..data import apply_split, load_images, load_manifest, load_rsna, load_spli
 from ..errors import InvalidInputError
 from ..evaluation import compute_metrics, plot_agreement
 from ..inference import predict_images
-from ..models import create_model, export_model, load_checkpoint, load_model, save_checkpoint
+from ..models import create_model, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
 from ..preprocess import augment_batch, to_model_input
 from .config import TrainConfig
 
@@ -391,18 +391,18 @@ def _model_config(config, source, split, samples, history, started, device, comm
 
 def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, val_sex, log) -> dict:
     """Export the best checkpoint, then measure the exported model itself on the validation split."""
-    checkpoint = load_checkpoint(best_path)
     loaded = load_model(best_path)
-    config = checkpoint["config"]
+    config = loaded.config
+    epoch = config["metrics"]["epoch"]
     model_dir = out_dir / "model"
     export_model(model_dir, loaded.model, config, dtype=torch.float16)
     exported = load_model(model_dir)
     males = [1.0 if s == "M" else 0.0 for s in val_sex]
     predictions = predict_images(exported.model, val_images, males, exported.preprocess, tta=exported.tta)
     metrics = compute_metrics(predictions, val_age, val_sex)
-    config["metrics"] = {"validation": metrics, "epoch": checkpoint["epoch"] + 1,
+    config["metrics"] = {"validation": metrics, "epoch": epoch,
                          "measured_on": f"exported float16 weights, test-time augmentation: {exported.tta}"}
-    export_model(model_dir, loaded.model, config, dtype=torch.float16)
+    write_model_config(model_dir, config)
     (model_dir / "split.json").write_text((out_dir / "split.json").read_text())
     with open(out_dir / "val_predictions.csv", "w") as fh:
         fh.write("id,sex,bone_age_months,predicted_months\n")
@@ -411,5 +411,5 @@ def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, va
     plot_agreement(predictions, val_age, out_dir / "val_agreement.png", sexes=val_sex,
                    title=f"{config['name']}: validation MAE {metrics['mae_months']:.2f} months (n={metrics['n']})")
     (out_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=1))
-    log(f"best epoch {checkpoint['epoch'] + 1}: exported {model_dir}; validation MAE {metrics['mae_months']:.2f} months")
+    log(f"best epoch {epoch}: exported {model_dir}; validation MAE {metrics['mae_months']:.2f} months")
     return {"model_dir": str(model_dir), "val_metrics": metrics}
