@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import BoneAgeError, InvalidInputError
-from .io import read_image
+from .io import RadiographImage, read_image
 from .models import LoadedModel, load_model
 from .preprocess import PreprocessConfig, preprocess_image, to_model_input
 
@@ -141,20 +141,23 @@ class Predictor:
         self.tta = self.loaded.tta
 
     def prepare(self, path: str | Path, sex: str | None = None) -> tuple[np.ndarray, str, str]:
-        """Read and preprocess one file -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError.
+        """Read and preprocess one file -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError."""
+        return self.prepare_radiograph(read_image(path), sex, source=str(path))
 
-        The image is quantised to 8 bits exactly as the training cache stores it, so a model sees at
-        inference what it saw in training.
+    def prepare_radiograph(self, image: RadiographImage, sex: str | None = None, *, source: str = "image"):
+        """Preprocess an image already read -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError.
+
+        ``sex`` given wins; otherwise the DICOM's PatientSex is used. The image is quantised to 8 bits
+        exactly as the training cache stores it, so a model sees at inference what it saw in training.
         """
-        image = read_image(path)
         if sex is not None:
-            sex, source = normalize_sex(sex), "argument"
+            sex, sex_source = normalize_sex(sex), "argument"
         elif image.meta.sex in ("M", "F"):
-            sex, source = image.meta.sex, "dicom"
+            sex, sex_source = image.meta.sex, "dicom"
         else:
-            raise InvalidInputError(f"{path}: sex unknown; pass --sex M or --sex F (the file does not say)")
-        image01 = preprocess_image(image.pixels, self.preprocess, source=str(path))
-        return np.round(image01 * 255.0).astype(np.uint8), sex, source
+            raise InvalidInputError(f"{source}: sex unknown; pass --sex M or --sex F (the file does not say)")
+        image01 = preprocess_image(image.pixels, self.preprocess, source=source)
+        return np.round(image01 * 255.0).astype(np.uint8), sex, sex_source
 
     def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""
