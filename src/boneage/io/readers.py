@@ -7,7 +7,8 @@ suffix, so a DICOM file named ``.png`` or a PNG without a suffix are read correc
   RGB(A) is returned as ``(H, W, C)`` and converted to grayscale by :mod:`boneage.preprocess`.
 * DICOM goes through pydicom: the Modality LUT (rescale slope/intercept) and the VOI LUT (window) are
   applied, MONOCHROME1 is inverted so that bone is always bright, and pixel spacing, patient sex, age,
-  birth date and study date are read when present.
+  birth date, study date and the patient and study identifiers (name, ID, accession number, UIDs,
+  study description, institution) are read when present.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ class ImageMeta:
     modality: str | None = None
     body_part: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
+    # patient and study identification (DICOM only; shown on reports)
+    patient_name: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_description: str | None = None
+    institution: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -186,6 +196,16 @@ def parse_dicom_age(value: str | None) -> float | None:
     return round(int(match.group(1)) * _AGE_UNIT_MONTHS[match.group(2).upper()], 3)
 
 
+def _text(ds, keyword: str) -> str | None:
+    """A DICOM element as stripped text, or None when absent, empty or undecodable."""
+    try:
+        value = ds.get(keyword)
+        text = str(value).strip() if value is not None else ""
+    except Exception:  # a malformed element must not stop the image from being read
+        return None
+    return text or None
+
+
 def _read_dicom(path: Path) -> RadiographImage:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -255,6 +275,14 @@ def _read_dicom(path: Path) -> RadiographImage:
         study_date=str(ds.get("StudyDate", "") or "") or None,
         modality=str(ds.get("Modality", "") or "") or None,
         body_part=str(ds.get("BodyPartExamined", "") or "") or None,
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        study_description=_text(ds, "StudyDescription"),
+        institution=_text(ds, "InstitutionName"),
     )
     return RadiographImage(pixels=np.asarray(pixels), meta=meta)
 

@@ -1,0 +1,604 @@
+"""The clinical assessment of one radiograph: one function for the CLI, the service and the DICOM node.
+
+``assess(predictor, image, sex=..., chronological_age_months=..., height_cm=...)`` runs the model and
+puts its bone age in context: bone age minus chronological age, SDS, centile and reading against
+Greulich & Pyle, a Bayley-Pinneau adult height, and the model's own uncertainty as an interval.
+
+What cannot be computed is said, not guessed: an age outside the reference tables, a bone age outside
+0-19 years or a bone age outside a Bayley-Pinneau table leave that number out (None) and add a sentence
+to ``Assessment.statements``. Bad input (a sex other than M/F, an impossible age or height, a file
+that cannot be read) raises a :class:`~boneage.errors.BoneAgeError`. An image the model refuses
+(blank, too small) raises in :func:`assess`; :func:`assess_or_reject` returns an Assessment with
+``status == 'rejected'`` instead, so a report can say so.
+
+All ages are in months.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ImageReadError, InvalidInputError
+from ..io import RadiographImage, read_image
+from .reference import (
+    BONE_AGE_RANGE_MONTHS,
+    HEIGHT_RANGE_CM,
+    OutOfReferenceRange,
+    bone_age_sds,
+    predicted_adult_height,
+)
+
+__all__ = [
+    "DISCLAIMER",
+    "Assessment",
+    "assess",
+    "assess_or_reject",
+    "chronological_age_from_meta",
+    "format_age",
+    "interpret",
+    "parse_age",
+]
+
+DISCLAIMER = (
+    "This report was produced by software (boneage) to support, not replace, a qualified reader: the bone "
+    "age and every number derived from it must be checked against the radiograph by a clinician."
+)
+log = logging.getLogger("boneage.clinical")
+
+MAX_AGE_MONTHS = 240.0
+INTERVAL_Z = 1.96  # a 95% interval under a normal spread
+AGE_SOURCES = {
+    "argument": "given",
+    "dicom_dates": "from the DICOM birth and study dates",
+    "dicom_age": "from the DICOM Patient's Age",
+}
+_AGE_RE = re.compile(
+    r"^(?:(?P<years>\d+(?:\.\d+)?)\s*(?:y|yr|yrs|year|years)(?![a-z])\s*,?)?\s*"
+    r"(?:(?P<months>\d+(?:\.\d+)?)\s*(?:m|mo|mos|month|months)?)?$"
+)
+
+
+# --------------------------------------------------------------------------------------------- ages
+def parse_age(text) -> float:
+    """An age in months from ``'9y4m'``, ``'9y'``, ``'4m'``, ``'9 y 4 m'``, ``'9.5y'`` or ``'112'`` (months).
+
+    A number is taken as months. Raises :class:`InvalidInputError` for anything else, a negative age or
+    an age above 240 months (20 years).
+    """
+    example = "give it as 9y4m, 9y, 4m or a number of months such as 112"
+    if isinstance(text, bool):
+        raise InvalidInputError(f"age must be a number of months or text such as 9y4m, got {text!r}")
+    if isinstance(text, (int, float, np.integer, np.floating)):
+        months = float(text)
+    else:
+        raw = str(text) if text is not None else ""
+        value = raw.strip().lower()
+        if not value:
+            raise InvalidInputError(f"age is empty; {example}")
+        if value.startswith("-"):
+            raise InvalidInputError(f"age must not be negative, got {raw!r}")
+        match = _AGE_RE.match(value)
+        if not match or (match.group("years") is None and match.group("months") is None):
+            raise InvalidInputError(f"age {raw!r} not understood; {example}")
+        months = float(match.group("years") or 0) * 12.0 + float(match.group("months") or 0)
+    if not math.isfinite(months):
+        raise InvalidInputError(f"age must be a finite number of months, got {text!r}")
+    if months < 0:
+        raise InvalidInputError(f"age must not be negative, got {text!r}")
+    if months > MAX_AGE_MONTHS:
+        raise InvalidInputError(
+            f"age {months:g} months is above {MAX_AGE_MONTHS:g} months (20 years); bone age assessment is for children"
+        )
+    return months
+
+
+def format_age(months: float | None) -> str | None:
+    """``131.4`` -> ``'10 years 11 months'`` (whole months, rounded; singular forms; a sign when negative)."""
+    if months is None:
+        return None
+    total = round(float(months))
+    sign = "-" if total < 0 else ""
+    years, rest = divmod(abs(total), 12)
+    return f"{sign}{years} year{'' if years == 1 else 's'} {rest} month{'' if rest == 1 else 's'}"
+
+
+def _date(value: str | None) -> _dt.date | None:
+    try:
+        return _dt.datetime.strptime(str(value).strip()[:8], "%Y%m%d").date() if value else None
+    except ValueError:
+        return None
+
+
+def chronological_age_from_meta(meta) -> tuple[float | None, str | None, list[str]]:
+    """Chronological age from an image's metadata -> ``(months, source, statements)``.
+
+    The birth and study dates (``source='dicom_dates'``) are preferred to the coarser Patient's Age tag
+    (``'dicom_age'``); ``(None, None, [...])`` when neither is usable, with sentences saying why.
+    """
+    statements: list[str] = []
+    birth, study = _date(getattr(meta, "birth_date", None)), _date(getattr(meta, "study_date", None))
+    if getattr(meta, "birth_date", None) and getattr(meta, "study_date", None):
+        if birth is None or study is None:
+            statements.append("The DICOM birth or study date is not a valid YYYYMMDD date and was not used.")
+        elif study < birth:
+            statements.append(f"The DICOM study date ({study.isoformat()}) is before the birth date "
+                              f"({birth.isoformat()}); the dates were not used.")
+        else:
+            return round((study - birth).days * 12.0 / 365.25, 2), "dicom_dates", statements
+    age = getattr(meta, "age_months", None)
+    if age is not None and 0 <= float(age) <= MAX_AGE_MONTHS:
+        return float(age), "dicom_age", statements
+    return None, None, statements
+
+
+# ------------------------------------------------------------------------------------------ results
+@dataclasses.dataclass
+class Assessment:
+    """One radiograph assessed; :meth:`to_dict` gives the JSON form with stable keys.
+
+    ``status`` is ``'ok'`` or ``'rejected'`` (the model refused the image: no bone age, ``rejection``
+    says why). Numbers that could not be computed are None and ``statements`` says why. ``radiograph``
+    (grayscale uint8 for display) and ``evidence`` (an RGB uint8 overlay) are kept for reports and are
+    not part of the JSON.
+    """
+
+    status: str
+    sex: str | None = None
+    sex_source: str | None = None  # 'argument' or 'dicom'
+    bone_age_months: float | None = None
+    chronological_age_months: float | None = None
+    chronological_age_source: str | None = None  # 'argument', 'dicom_dates' or 'dicom_age'
+    bone_age_minus_chronological_months: float | None = None
+    sds: float | None = None
+    centile: float | None = None
+    reading: str | None = None  # 'delayed' | 'within normal limits' | 'advanced'
+    reference_mean_months: float | None = None
+    reference_sd_months: float | None = None
+    reference: str | None = None
+    height_cm: float | None = None
+    adult_height: dict | None = None
+    uncertainty: dict | None = None  # sd_months, low_months, high_months, level, method
+    statements: list[str] = dataclasses.field(default_factory=list)
+    rejection: str | None = None
+    model: dict | None = None  # name, version, validation_mae_months
+    patient: dict = dataclasses.field(default_factory=dict)
+    study: dict = dataclasses.field(default_factory=dict)
+    source: str | None = None
+    image_sha256: str | None = None
+    evidence_label: str | None = None
+    radiograph: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    evidence: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def bone_age_text(self) -> str | None:
+        return format_age(self.bone_age_months)
+
+    @property
+    def chronological_age_text(self) -> str | None:
+        return format_age(self.chronological_age_months)
+
+    def to_dict(self) -> dict:
+        def r(value, digits=2):
+            return None if value is None else round(float(value), digits)
+
+        adult = None
+        if self.adult_height is not None:
+            adult = {k: r(v) if isinstance(v, float) else v for k, v in self.adult_height.items()}
+        uncertainty = None
+        if self.uncertainty is not None:
+            uncertainty = {k: r(v) if isinstance(v, float) else v for k, v in self.uncertainty.items()}
+        return {
+            "status": self.status,
+            "source": self.source,
+            "image_sha256": self.image_sha256,
+            "sex": self.sex,
+            "sex_source": self.sex_source,
+            "bone_age_months": r(self.bone_age_months),
+            "bone_age_text": self.bone_age_text,
+            "chronological_age_months": r(self.chronological_age_months),
+            "chronological_age_text": self.chronological_age_text,
+            "chronological_age_source": self.chronological_age_source,
+            "bone_age_minus_chronological_months": r(self.bone_age_minus_chronological_months),
+            "sds": r(self.sds, 3),
+            "centile": r(self.centile),
+            "reading": self.reading,
+            "reference_mean_months": r(self.reference_mean_months),
+            "reference_sd_months": r(self.reference_sd_months),
+            "reference": self.reference,
+            "height_cm": r(self.height_cm),
+            "adult_height": adult,
+            "uncertainty": uncertainty,
+            "statements": list(self.statements),
+            "rejection": self.rejection,
+            "evidence": {"available": self.evidence is not None, "label": self.evidence_label},
+            "model": dict(self.model) if self.model is not None else None,
+            "patient": dict(self.patient),
+            "study": dict(self.study),
+            "disclaimer": DISCLAIMER,
+            "boneage_version": __version__,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, *, radiograph: np.ndarray | None = None,
+                  evidence: np.ndarray | None = None) -> Assessment:
+        """Rebuild an Assessment from :meth:`to_dict` output (e.g. a stored record), to write its report.
+
+        Tolerant of what a database may hand back: unknown keys are ignored, missing ones take their
+        defaults, and a value of the wrong type (a number that is not finite, a dict that lacks the keys
+        a report prints) is dropped rather than raising later. ``radiograph`` (grayscale uint8) and
+        ``evidence`` (the RGB overlay) are the pictures, which the JSON form does not hold; the evidence
+        label comes from ``data['evidence']['label']`` when ``evidence`` is given.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"an assessment must be rebuilt from a dict, got {type(data).__name__}")
+
+        def number(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                return None
+            return float(value) if math.isfinite(float(value)) else None
+
+        def text(value):
+            return value if isinstance(value, str) and value.strip() else None
+
+        def mapping(value):
+            return dict(value) if isinstance(value, dict) else {}
+
+        def numbers(value, required):
+            """A dict whose ``required`` keys are all finite numbers (made floats), else None."""
+            if not isinstance(value, dict) or any(number(value.get(key)) is None for key in required):
+                return None
+            return {**value, **{key: number(value[key]) for key in required}}
+
+        bone_age = number(data.get("bone_age_months"))
+        status = data.get("status") if data.get("status") in ("ok", "rejected") else None
+        rejection = text(data.get("rejection"))
+        if status is None or (status == "ok" and bone_age is None):
+            status = "ok" if bone_age is not None else "rejected"
+            if status == "rejected" and rejection is None:
+                rejection = "the stored result holds no bone age"
+        statements = data.get("statements")
+        statements = [str(s) for s in statements if isinstance(s, str)] if isinstance(statements, list) else []
+        sex = data.get("sex") if data.get("sex") in ("M", "F") else None
+        evidence_info = mapping(data.get("evidence"))
+        result = cls(
+            status=status,
+            sex=sex,
+            sex_source=text(data.get("sex_source")),
+            bone_age_months=bone_age if status == "ok" else None,
+            chronological_age_months=number(data.get("chronological_age_months")),
+            chronological_age_source=text(data.get("chronological_age_source")),
+            bone_age_minus_chronological_months=number(data.get("bone_age_minus_chronological_months")),
+            sds=number(data.get("sds")),
+            centile=number(data.get("centile")),
+            reading=text(data.get("reading")),
+            reference_mean_months=number(data.get("reference_mean_months")),
+            reference_sd_months=number(data.get("reference_sd_months")),
+            reference=text(data.get("reference")),
+            height_cm=number(data.get("height_cm")),
+            adult_height=numbers(data.get("adult_height"), ("predicted_adult_height_cm", "percent_of_mature_height")),
+            uncertainty=numbers(data.get("uncertainty"), ("sd_months", "low_months", "high_months", "level")),
+            statements=statements,
+            rejection=rejection if status == "rejected" else None,
+            model=mapping(data.get("model")) or None,
+            patient=mapping(data.get("patient")),
+            study=mapping(data.get("study")),
+            source=text(data.get("source")),
+            image_sha256=text(data.get("image_sha256")),
+        )
+        if result.sds is not None and None in (result.centile, result.reading, result.reference_mean_months,
+                                               result.reference_sd_months):
+            result.sds = result.centile = result.reading = None  # an incomplete reading is not shown
+            result.reference_mean_months = result.reference_sd_months = None
+        result.radiograph = radiograph
+        if evidence is not None:
+            result.evidence = _check_evidence(evidence)
+            result.evidence_label = text(evidence_info.get("label")) or "model evidence"
+        return result
+
+
+def interpret(
+    bone_age_months: float,
+    sex: str,
+    *,
+    chronological_age_months: float | None = None,
+    height_cm: float | None = None,
+    bone_age_sd_months: float | None = None,
+    uncertainty_method: str | None = None,
+) -> Assessment:
+    """The clinical numbers for a bone age already known (no model, no image): an ``'ok'`` Assessment.
+
+    SDS, centile and reading need the chronological age inside the Greulich & Pyle table; the adult
+    height needs the chronological age (to choose the Bayley-Pinneau table) and a bone age inside that
+    table. Whatever cannot be computed is None with a sentence in ``statements``.
+    """
+    if sex not in ("M", "F"):
+        raise InvalidInputError(f"sex must be 'M' or 'F', got {sex!r}")
+    bone_age = float(bone_age_months)
+    if not math.isfinite(bone_age):
+        raise InvalidInputError(f"bone age must be a finite number, got {bone_age_months!r}")
+    age = _age_value(chronological_age_months)
+    height = _height(height_cm)
+    result = Assessment(status="ok", sex=sex, bone_age_months=bone_age, chronological_age_months=age, height_cm=height)
+    statements = result.statements
+    low, high = BONE_AGE_RANGE_MONTHS
+    bone_age_in_range = low <= bone_age <= high
+    if not bone_age_in_range:
+        statements.append(f"The bone age ({bone_age:.1f} months) is outside 0-{high / 12:g} years, the range the "
+                          "model and the references cover; it is not interpreted further.")
+    if bone_age_sd_months is not None and math.isfinite(float(bone_age_sd_months)):
+        sd = float(bone_age_sd_months)
+        result.uncertainty = {
+            "sd_months": sd,
+            "low_months": bone_age - INTERVAL_Z * sd,
+            "high_months": bone_age + INTERVAL_Z * sd,
+            "level": 0.95,
+            "method": uncertainty_method or "spread of the model's estimates",
+        }
+    else:
+        statements.append("The model gives no uncertainty estimate of its own (a single model), so no interval is shown.")
+    if age is None:
+        statements.append("No chronological age was given or found in the file, so bone age minus chronological "
+                          "age, the SDS, centile, reading and adult height are not computed.")
+    else:
+        result.bone_age_minus_chronological_months = bone_age - age
+        if bone_age_in_range:
+            try:
+                sds = bone_age_sds(bone_age, age, sex)
+            except OutOfReferenceRange as err:
+                statements.append(f"No SDS or centile: {err}.")
+            else:
+                result.sds, result.centile, result.reading = sds.sds, sds.centile, sds.reading
+                result.reference_mean_months, result.reference_sd_months = sds.reference_mean_months, sds.reference_sd_months
+                result.reference = sds.reference
+    if height is not None:
+        if age is None:
+            statements.append("A height was given but no chronological age, so the Bayley-Pinneau table cannot be "
+                              "chosen and no adult height is predicted.")
+        elif bone_age_in_range:
+            try:
+                prediction = predicted_adult_height(height, bone_age, age, sex)
+            except OutOfReferenceRange as err:
+                statements.append(f"No adult height prediction: {err}.")
+            else:
+                result.adult_height = {"method": "Bayley-Pinneau", **prediction.to_dict()}
+    return result
+
+
+def _age_value(months) -> float | None:
+    """A chronological age in months: text goes through :func:`parse_age`; a number only has to be finite
+    and not negative (an adult's age from DICOM dates is out of the references, which is said, not refused)."""
+    if months is None:
+        return None
+    if isinstance(months, str):
+        return parse_age(months)
+    try:
+        age = float(months)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"chronological age must be a number of months, got {months!r}") from None
+    if not math.isfinite(age) or age < 0:
+        raise InvalidInputError(f"chronological age must be a finite number of months, not negative, got {months!r}")
+    return age
+
+
+def _height(height_cm) -> float | None:
+    if height_cm is None:
+        return None
+    try:
+        height = float(height_cm)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"height must be a number of centimetres, got {height_cm!r}") from None
+    low, high = HEIGHT_RANGE_CM
+    if not (math.isfinite(height) and low <= height <= high):
+        raise InvalidInputError(f"height must be between {low:g} and {high:g} cm, got {height_cm!r}")
+    return height
+
+
+# ---------------------------------------------------------------------------------------- the model
+def assess(
+    predictor,
+    image: RadiographImage | str | Path,
+    *,
+    sex: str | None = None,
+    chronological_age_months: float | str | None = None,
+    height_cm: float | None = None,
+    evidence: np.ndarray | None = None,
+    evidence_label: str | None = None,
+    explain: bool = True,
+    source: str | None = None,
+) -> Assessment:
+    """Assess one radiograph (a path or a :class:`RadiographImage`) with a model.
+
+    ``predictor`` is a :class:`boneage.inference.Predictor`, or a model path (None: the shipped model)
+    to load one. ``sex`` and ``chronological_age_months`` (months, or text such as ``'9y4m'``) given
+    win over the DICOM tags; otherwise the age comes from the birth and study dates, else Patient's Age.
+    ``evidence`` is an optional ``(H, W, 3)`` uint8 RGB overlay to show in reports, ``evidence_label``
+    what it shows; without it (and with ``explain``) the model's own evidence is drawn
+    (:func:`boneage.explain.explain_image`: ALA-Net's ROIs, Grad-CAM for ResNets). ``source`` names the
+    image in messages (default: its path), e.g. an upload's file name. Raises :class:`~boneage.errors.BoneAgeError` for bad input and for an image the
+    model refuses (see :func:`assess_or_reject`).
+    """
+    return _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label,
+                   reject=False, explain=explain, source=source)
+
+
+def assess_or_reject(
+    predictor,
+    image: RadiographImage | str | Path,
+    *,
+    sex: str | None = None,
+    chronological_age_months: float | str | None = None,
+    height_cm: float | None = None,
+    evidence: np.ndarray | None = None,
+    evidence_label: str | None = None,
+    explain: bool = True,
+    source: str | None = None,
+) -> Assessment:
+    """Like :func:`assess`, but an image the model refuses (blank, too small, no hand) gives an
+    Assessment with ``status='rejected'`` and a statement saying why, for reports and the service.
+
+    A file that cannot be read at all, a sex that is unknown and other bad input still raise.
+    """
+    return _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label,
+                   reject=True, explain=explain, source=source)
+
+
+def _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label, *, reject,
+            explain=True, source=None):
+    from ..inference import Predictor, normalize_sex
+
+    if not hasattr(predictor, "predict_arrays"):
+        predictor = Predictor(predictor)
+    given_age = None if chronological_age_months is None else parse_age(chronological_age_months)
+    height = _height(height_cm)
+    evidence = _check_evidence(evidence)
+    radiograph = image if isinstance(image, RadiographImage) else read_image(image)
+    source = source or (str(image.meta.path) if isinstance(image, RadiographImage) else str(image))
+    age, age_source, age_statements = _chronological_age(given_age, radiograph.meta)
+    base = {
+        "source": source,
+        "image_sha256": _sha256(image, radiograph),
+        "model": _model_info(predictor),
+        "patient": _patient(radiograph.meta),
+        "study": _study(radiograph.meta),
+        "radiograph": _safe_display(radiograph.pixels),
+    }
+    try:
+        prepared, sex, sex_source = predictor.prepare_radiograph(radiograph, sex, source=source)
+    except ImageReadError as err:
+        if not reject:
+            raise
+        known_sex = normalize_sex(sex) if sex is not None else radiograph.meta.sex
+        return Assessment(
+            status="rejected",
+            sex=known_sex,
+            sex_source=None if known_sex is None else "argument" if sex is not None else "dicom",
+            chronological_age_months=age,
+            chronological_age_source=age_source,
+            height_cm=height,
+            rejection=str(err),
+            statements=[f"The image was rejected and no bone age was estimated: {err}", *age_statements],
+            **base,
+        )
+    months, sd = predictor.predict_arrays(prepared[None], [sex], with_sd=True)
+    result = interpret(
+        float(months[0]), sex, chronological_age_months=age, height_cm=height,
+        bone_age_sd_months=None if sd is None else float(sd[0]), uncertainty_method=_uncertainty_method(predictor),
+    )
+    result.statements[:0] = age_statements
+    mae = base["model"].get("validation_mae_months")
+    if result.uncertainty is not None:
+        result.statements.append(
+            "The interval shows how much the model's own estimates disagree, not its error against expert readers"
+            + (f" (its validation MAE is {float(mae):.1f} months)." if mae is not None else ".")
+        )
+    for key, value in base.items():
+        setattr(result, key, value)
+    result.sex_source, result.chronological_age_source = sex_source, age_source
+    if evidence is None and explain:
+        evidence, evidence_label = _model_evidence(predictor, prepared, sex, base["radiograph"], result.statements)
+    result.evidence, result.evidence_label = evidence, (evidence_label or "model evidence") if evidence is not None else None
+    return result
+
+
+def _model_evidence(predictor, prepared: np.ndarray, sex: str, display, statements: list[str]):
+    """The model's own visual evidence -> ``(overlay, label)``, or ``(None, None)`` when the model offers
+    none. Evidence is an aid to the reader, so a failure to draw it is stated, and the assessment stands."""
+    from ..explain import explain_image
+
+    try:
+        found = explain_image(predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display)
+    except Exception as err:  # noqa: BLE001 - the bone age does not depend on it
+        log.warning("the model's visual evidence could not be drawn (%s)", type(err).__name__)
+        statements.append("The model's visual evidence could not be drawn for this image; the radiograph is shown.")
+        return None, None
+    return (found.overlay, found.label) if found is not None else (None, None)
+
+
+def _chronological_age(given: float | None, meta) -> tuple[float | None, str | None, list[str]]:
+    from_file, file_source, statements = chronological_age_from_meta(meta)
+    if given is None:
+        return from_file, file_source, statements
+    if from_file is not None and abs(from_file - given) > 1.0:
+        statements.append(f"The chronological age given ({given:.1f} months) differs from the one in the file "
+                          f"({from_file:.1f} months, {AGE_SOURCES[file_source]}); the given age was used.")
+    return given, "argument", statements
+
+
+def _check_evidence(evidence) -> np.ndarray | None:
+    if evidence is None:
+        return None
+    array = np.asarray(evidence)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 1:
+        raise InvalidInputError(f"evidence must be an (H, W, 3) uint8 RGB image, got {array.dtype} {tuple(array.shape)}")
+    return array
+
+
+def _sha256(image, radiograph: RadiographImage) -> str:
+    """SHA-256 of the file's bytes when there is a file, else of the pixel array."""
+    path = Path(image) if not isinstance(image, RadiographImage) else Path(radiograph.meta.path or "")
+    digest = hashlib.sha256()
+    if str(path) and path.is_file():
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(np.ascontiguousarray(radiograph.pixels).tobytes())
+    return digest.hexdigest()
+
+
+def _model_info(predictor) -> dict:
+    loaded = predictor.loaded
+    mae = (loaded.config.get("metrics") or {}).get("validation", {}).get("mae_months")
+    return {"name": loaded.name, "version": loaded.version, "validation_mae_months": mae}
+
+
+def _uncertainty_method(predictor) -> str:
+    members = len(predictor.loaded.config.get("members") or [])
+    what = f"SD across the {members} ensemble members" if members else "SD across ensemble members"
+    if getattr(predictor, "tta", None) == "hflip":
+        what += ", each averaged over the image and its mirror image (flip views)"
+    return f"{what}; interval = bone age +/- {INTERVAL_Z} SD"
+
+
+def _patient(meta) -> dict:
+    return {
+        "name": getattr(meta, "patient_name", None),
+        "id": getattr(meta, "patient_id", None),
+        "birth_date": getattr(meta, "birth_date", None),
+        "sex": getattr(meta, "sex", None),
+        "age_months": getattr(meta, "age_months", None),
+    }
+
+
+def _study(meta) -> dict:
+    return {
+        "date": getattr(meta, "study_date", None),
+        "accession_number": getattr(meta, "accession_number", None),
+        "description": getattr(meta, "study_description", None),
+        "institution": getattr(meta, "institution", None),
+        "modality": getattr(meta, "modality", None),
+        "body_part": getattr(meta, "body_part", None),
+        "study_instance_uid": getattr(meta, "study_instance_uid", None),
+        "series_instance_uid": getattr(meta, "series_instance_uid", None),
+        "sop_instance_uid": getattr(meta, "sop_instance_uid", None),
+        "format": getattr(meta, "format", None),
+    }
+
+
+def _safe_display(pixels: np.ndarray) -> np.ndarray | None:
+    """A display copy of the radiograph; never stops an assessment or a rejection report."""
+    from ..explain import display_image
+
+    try:
+        return display_image(pixels)
+    except Exception:  # noqa: BLE001 - e.g. a blank image the model also refuses
+        return None

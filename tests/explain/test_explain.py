@@ -1,0 +1,78 @@
+"""Visual evidence: Grad-CAM for ResNets, ROIs for ALA-Net, mapped back onto the radiograph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from boneage.data import hand_phantom
+from boneage.explain import _to_display, display_image, explain_image, gradcam, save_evidence
+from boneage.inference import Predictor, predict_rois
+from boneage.preprocess import PreprocessConfig
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return hand_phantom(120, "M", 64, np.random.default_rng(0))
+
+
+def test_to_display_inverts_the_resize_policies():
+    box = np.array([[16.0, 8.0, 32.0, 24.0]])
+    # stretch: a 64 x 64 input shown at 200 (H) x 100 (W)
+    assert _to_display(box, (64, 64), (200, 100), "stretch").tolist() == [[25.0, 25.0, 50.0, 75.0]]
+    # pad: the 200 x 100 image filled the central 64 x 32 of the input (16 px border left and right)
+    assert _to_display(box, (64, 64), (200, 100), "pad").tolist() == [[0.0, 25.0, 50.0, 75.0]]
+
+
+def test_gradcam_highlights_what_changes_the_prediction(tiny_model_dir, phantom):
+    loaded = Predictor(tiny_model_dir).loaded
+    heat = gradcam(loaded.model, phantom, 1.0, loaded.preprocess)
+    assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() == pytest.approx(1.0)
+    # the map is a rectified gradient-weighted sum: not constant over the image
+    assert heat.std() > 0.01
+
+
+def test_gradcam_of_a_constant_feature_map_is_flat():
+    """Closed form: a model whose output ignores the image gives a zero (flat) map."""
+    from boneage.models import create_model
+
+    model = create_model("global_resnet18", width=0.25)
+    with torch.no_grad():
+        for p in model.backbone.layer4.parameters():
+            p.zero_()
+    heat = gradcam(model, np.zeros((32, 32), np.uint8), 0.0, PreprocessConfig(image_size=(32, 32)))
+    assert np.allclose(heat, 0.0)
+
+
+def test_gradcam_evidence_is_drawn_on_the_display_image(tiny_model_dir, phantom, tmp_path):
+    loaded = Predictor(tiny_model_dir).loaded
+    display = display_image(np.kron(phantom, np.ones((5, 4), np.uint8)))  # a 320 x 256 "original"
+    evidence = explain_image(loaded, phantom, 1.0, display=display)
+    assert evidence.kind == "gradcam" and evidence.overlay.shape == (320, 256, 3) and evidence.overlay.dtype == np.uint8
+    assert not np.array_equal(evidence.overlay[..., 0], evidence.overlay[..., 2])  # coloured where it looked
+    path = save_evidence(evidence, tmp_path / "e.png")
+    assert path.exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_roi_evidence_draws_the_17_rois(tiny_alanet_dir, phantom):
+    loaded = Predictor(tiny_alanet_dir).loaded
+    rois, scores = predict_rois(loaded.model, phantom[None], [1.0], loaded.preprocess)
+    evidence = explain_image(loaded, phantom, 1.0, display=np.kron(phantom, np.ones((2, 2), np.uint8)))
+    assert evidence.kind == "rois" and evidence.rois.shape == (17, 4)
+    # a 64 px input shown on a 128 px display, which is enlarged to 256 px for legibility: x 4
+    assert evidence.overlay.shape == (256, 256, 3)
+    assert np.allclose(evidence.rois, rois[0] * 4, atol=1e-3)
+    assert "rois" in evidence.to_dict() and len(evidence.to_dict()["roi_scores"]) == 17
+    # the boxes are drawn in colour on the grey radiograph, along the first box's top edge
+    x1, y1, x2, _ = (int(round(v)) for v in evidence.rois[0])
+    edge = evidence.overlay[min(y1, 255), x1 : x2 + 1]
+    assert (edge == np.array([255, 196, 0], np.uint8)).all(axis=1).any()
+
+
+def test_models_without_rois_refuse_predict_rois(tiny_model_dir, phantom):
+    from boneage.errors import InvalidInputError
+
+    loaded = Predictor(tiny_model_dir).loaded
+    with pytest.raises(InvalidInputError, match="no anatomical ROIs"):
+        predict_rois(loaded.model, phantom[None], [1.0], loaded.preprocess)
