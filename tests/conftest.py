@@ -47,3 +47,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         "labels": {"unit": "months", "min": 0.0, "max": 228.0},
     }
     return export_model(tmp_path_factory.mktemp("tiny_model"), model.eval(), config)
+
+
+@pytest.fixture(scope="session")
+def tiny_alanet_dir(tmp_path_factory) -> Path:
+    """An exported (untrained) small ALA-Net: ROIs for evidence and plumbing tests."""
+    import torch
+
+    from boneage.models import create_model, export_model
+    from boneage.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    model = create_model("alanet18", width=0.25, head="ordinal", label_range=[0.0, 228.0], max_pool=False)
+    config = {
+        "name": "tiny-alanet-test",
+        "version": "test",
+        "model": model.boneage_spec,
+        "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
+        "labels": {"unit": "months", "min": 0.0, "max": 228.0},
+    }
+    return export_model(tmp_path_factory.mktemp("tiny_alanet"), model.eval(), config)

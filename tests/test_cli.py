@@ -165,3 +165,86 @@ def test_ensemble_command_combines_and_evaluates(capsys, tmp_path):
     assert code == 0 and item["bone_age_sd_months"] >= 0
     code, _, err = run(capsys, "ensemble", dirs[0], "--out-dir", tmp_path / "e1")
     assert code == 2 and "at least two" in err
+
+
+def _dated_dicom(path, sex="F", birth="20150101", study="20240501"):
+    import pydicom
+
+    make_dicom(path, hand_phantom(110, sex, 96).astype(np.uint16) * 16, sex=sex, age="")
+    ds = pydicom.dcmread(path)
+    ds.PatientBirthDate, ds.StudyDate, ds.PatientName, ds.PatientID = birth, study, "Doe^Jane", "P123"
+    ds.save_as(path)
+    return path
+
+
+def test_report_takes_sex_and_age_from_dicom_tags(capsys, tmp_path, tiny_model_dir):
+    path = _dated_dicom(tmp_path / "hand.dcm")
+    out_pdf, out_html = tmp_path / "report.pdf", tmp_path / "report.html"
+    code, out, err = run(capsys, "report", path, "--height", "132", "--model", tiny_model_dir, "-o", out_pdf, "--json")
+    data = json.loads(out)
+    assert code == 0 and err == "" and data["status"] == "ok"
+    assert data["sex"] == "F" and data["sex_source"] == "dicom"
+    assert data["chronological_age_source"] == "dicom_dates"
+    assert data["chronological_age_months"] == pytest.approx(3408 * 12 / 365.25, abs=0.01)  # 2015-01-01 to 2024-05-01
+    assert data["patient"]["name"] == "Doe^Jane" and data["model"]["name"] == "tiny-test"
+    assert out_pdf.read_bytes().startswith(b"%PDF")
+    code, out, _ = run(capsys, "report", path, "--age", "9y4m", "--model", tiny_model_dir, "-o", out_html)
+    fields = out.strip().split("\t")
+    assert code == 0 and fields[1] == "F" and fields[2].endswith("months") and fields[-1] == str(out_html)
+    text = out_html.read_text()
+    assert "112.0 months (9 years 4 months), given" in text and "to support, not replace, a qualified reader" in text
+
+
+def test_report_of_a_rejected_image_is_written_and_exits_2(capsys, tmp_path, tiny_model_dir):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((200, 200), dtype=np.uint8)).save(blank)
+    out_html = tmp_path / "blank.html"
+    code, out, err = run(capsys, "report", blank, "--sex", "M", "--age", "120", "--model", tiny_model_dir, "-o", out_html)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "blank", "rejected")
+    assert len(err.strip().splitlines()) == 1
+    assert "The image was rejected" in out_html.read_text()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["{img}", "--sex", "F", "-o", "{tmp}/r.txt"], "must end in .pdf or .html"),
+    (["{img}", "--sex", "F", "-o", "{tmp}/nodir/r.pdf"], "does not exist"),
+    (["{img}", "--sex", "F", "--age", "9q", "-o", "{tmp}/r.pdf"], "not understood"),
+    (["{img}", "--sex", "F", "--age", "25y", "-o", "{tmp}/r.pdf"], "above 240"),
+    (["{img}", "--sex", "F", "--height", "2", "-o", "{tmp}/r.pdf"], "between 30 and 250 cm"),
+    (["{img}", "-o", "{tmp}/r.pdf"], "sex unknown"),
+    (["{tmp}/missing.png", "--sex", "F", "-o", "{tmp}/r.pdf"], "file not found"),
+])
+def test_report_bad_input_leaves_no_output(capsys, images, tiny_model_dir, tmp_path, argv, needle):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    fill = {"img": images / "a.png", "tmp": out_dir}
+    argv = ["report", *[a.format(**fill) for a in argv], "--model", str(tiny_model_dir)]
+    try:
+        code, _, err = run(capsys, *argv)
+    except SystemExit as exit_:  # argparse
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert_one_line_error(err, needle)
+    assert len(err.strip().splitlines()) == 1, err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_predict_explain_writes_one_evidence_png_per_image(capsys, images, tiny_model_dir, tiny_alanet_dir, tmp_path):
+    out_dir = tmp_path / "evidence"
+    code, out, err = run(capsys, "predict", images, "--sex", "F", "--model", tiny_alanet_dir, "--explain", out_dir)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a_rois.png", "b_rois.png"]
+    assert all(str(out_dir / "a_rois.png") in line for line in out.splitlines() if "a.png" in line)
+    assert Image.open(out_dir / "a_rois.png").size == (96 * 3, 96 * 3)  # small images are enlarged for reading
+    code, out, _ = run(capsys, "predict", images / "a.png", "--sex", "F", "--model", tiny_model_dir, "--explain",
+                       out_dir, "--json")
+    assert code == 0 and json.loads(out)[0]["evidence"].endswith("a_gradcam.png")
+
+
+def test_predict_explain_folder_must_be_creatable(capsys, images, tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit) as exit_:  # argparse checks the folder before any work
+        run(capsys, "predict", images, "--sex", "F", "--model", tiny_model_dir, "--explain", tmp_path / "missing" / "deeper")
+    code, err = exit_.value.code, capsys.readouterr().err
+    assert code == 2
+    assert_one_line_error(err, "--explain", "cannot create folder")

@@ -4,6 +4,9 @@ Contract (other tools call these; keep them stable):
 
 * ``boneage predict FILE... [--sex M|F] [--model PATH] [--json]``
 * ``boneage evaluate --images DIR --labels CSV [--model PATH] [--json]``
+* ``boneage report IMAGE [--sex M|F] [--age 9y4m] [--height CM] [--model PATH] -o OUT.pdf|OUT.html [--json]``
+* ``boneage serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--model PATH] [--api-token TOKEN]``
+* ``boneage dicom-node [--port 11112] [--ae-title BONEAGE] [--data-dir DIR] [--destination AE@HOST:PORT]``
 * ``boneage train ...`` and ``boneage models``
 
 Bad input ends with one line on stderr naming the problem and exit code 2, never a traceback; in a
@@ -47,6 +50,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _port_arg(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, got {value!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {number}")
     return number
 
 
@@ -102,6 +115,33 @@ def _output_file(value: str) -> str:
     return value
 
 
+def _age_arg(value: str) -> float:
+    from .clinical import parse_age
+
+    try:
+        return parse_age(value)
+    except InvalidInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _height_arg(value: str) -> float:
+    from .clinical.reference import HEIGHT_RANGE_CM
+
+    low, high = HEIGHT_RANGE_CM
+    return _float_arg(lambda v: low <= v <= high, f"a height between {low:g} and {high:g} cm")(value)
+
+
+def _report_file(value: str) -> str:
+    """A report path ending in .pdf or .html in a writable folder (checked before any work is done)."""
+    from .clinical import report_format
+
+    try:
+        report_format(value)
+    except InvalidInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return _output_file(value)
+
+
 # ------------------------------------------------------------------------------------------ commands
 def _expand_inputs(items: list[str]) -> list[str]:
     from .io import supported_suffixes
@@ -130,16 +170,77 @@ def cmd_predict(args) -> int:
     for r in results:
         if r.error and Path(r.file).is_dir():
             r.error = f"{r.file}: folder holds no readable supported image files"
+    evidence_files = _write_evidence(predictor, results, Path(args.explain)) if args.explain else {}
     failed = [r for r in results if r.error]
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([{**r.to_dict(), **({"evidence": evidence_files[i]} if i in evidence_files else {})}
+                          for i, r in enumerate(results)], indent=2))
     else:
-        for r in results:
+        for i, r in enumerate(results):
             if not r.error:
-                print(f"{r.file}\t{r.sex}\t{r.bone_age_months:.1f} months\t{r.bone_age_text}")
+                extra = f"\t{evidence_files[i]}" if i in evidence_files else ""
+                print(f"{r.file}\t{r.sex}\t{r.bone_age_months:.1f} months\t{r.bone_age_text}{extra}")
     for r in failed:
         print(f"boneage predict: error: {r.error}", file=sys.stderr)
     return EXIT_USAGE if failed else 0
+
+
+def _write_evidence(predictor, results, out_dir: Path) -> dict[int, str]:
+    """One PNG per predicted image under ``out_dir``: the model's evidence (ROIs, Grad-CAM) on the
+    radiograph. Returns {result index: file}; a model without evidence is an error."""
+    from .explain import display_image, explain_image, save_evidence
+    from .io import read_image
+
+    written: dict[int, str] = {}
+    used: set[str] = set()
+    for i, r in enumerate(results):
+        if r.error:
+            continue
+        image = read_image(r.file)
+        prepared, sex, _ = predictor.prepare_radiograph(image, r.sex, source=r.file)
+        evidence = explain_image(predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display_image(image.pixels))
+        if evidence is None:
+            raise InvalidInputError(f"model {predictor.loaded.name} offers no visual evidence for --explain")
+        stem, n = Path(r.file).stem, 1
+        name = f"{stem}_{evidence.kind}.png"
+        while name in used:  # same file name from two folders
+            n += 1
+            name = f"{stem}-{n}_{evidence.kind}.png"
+        used.add(name)
+        written[i] = str(save_evidence(evidence, out_dir / name))
+    return written
+
+
+def _explain_dir(value: str) -> str:
+    """An evidence folder: created if missing (its parent must exist), and writable."""
+    folder = Path(value).expanduser()
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot create folder {folder} ({err.strerror})") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{folder} is not a writable folder")
+    return value
+
+
+def cmd_report(args) -> int:
+    from .clinical import assess_or_reject, write_report
+    from .inference import Predictor
+
+    predictor = Predictor(args.model, threads=args.threads)
+    assessment = assess_or_reject(predictor, args.image, sex=args.sex, chronological_age_months=args.age,
+                                  height_cm=args.height)
+    write_report(assessment, args.output)
+    if args.json:
+        print(json.dumps(assessment.to_dict(), indent=2))
+    elif assessment.status == "ok":
+        a = assessment
+        reading = "SDS not computed" if a.sds is None else f"SDS {a.sds:+.2f} ({a.reading})"
+        print(f"{args.image}\t{a.sex}\t{a.bone_age_months:.1f} months\t{a.bone_age_text}\t{reading}\t{args.output}")
+    if assessment.status == "rejected":
+        print(f"boneage report: error: {assessment.rejection} (image rejected; {args.output} says so)", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -204,12 +305,13 @@ def cmd_train(args) -> int:
     config = TrainConfig(
         out_dir=args.out_dir, images=args.images, labels=args.labels, manifest=args.manifest,
         val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
-        cache_dir=args.cache_dir, model=args.model, head=args.head, width=args.width, label_range=args.label_range,
+        cache_dir=args.cache_dir, keypoints=args.keypoints, annotated_only=args.annotated_only, model=args.model,
+        head=args.head, width=args.width, label_range=args.label_range,
         model_kwargs={"max_pool": args.max_pool},
         preprocess=PreprocessConfig(image_size=args.image_size, resize=args.resize, normalization=args.normalization),
         augment=augment, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        ema_decay=args.ema_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
+        ema_decay=args.ema_decay, val_every=args.val_every, max_steps=args.max_steps, seed=args.seed, device=args.device,
         precision=args.precision, channels_last=not args.no_channels_last, threads=args.threads,
         progress=not args.no_progress, tta=args.tta,
     )
@@ -262,6 +364,14 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .service.app import serve
+
+    serve(host=args.host, port=args.port, data_dir=args.data_dir, model=args.model, api_token=args.api_token,
+          max_upload_mb=args.max_upload_mb)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="boneage", description="Automated skeletal bone age assessment from hand radiographs.")
@@ -275,7 +385,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--explain", type=_explain_dir, default=None, metavar="OUT_DIR",
+                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; ResNets: Grad-CAM)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="clinical report (PDF or HTML) of one radiograph: bone age, SDS, adult height")
+    p.add_argument("image", metavar="IMAGE", help="radiograph (PNG, JPEG, TIFF, DICOM)")
+    p.add_argument("-o", "--output", required=True, type=_report_file, metavar="OUT.pdf|OUT.html",
+                   help="report file; the suffix chooses PDF or self-contained HTML")
+    p.add_argument("--sex", type=_sex_arg, help="M or F (default: read from DICOM PatientSex)")
+    p.add_argument("--age", type=_age_arg, default=None, metavar="AGE",
+                   help="chronological age: 9y4m, 9y, 4m or months (default: DICOM birth and study dates, else PatientAge)")
+    p.add_argument("--height", type=_height_arg, default=None, metavar="CM",
+                   help="height in cm, for the Bayley-Pinneau adult height prediction")
+    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print the assessment as JSON instead of a summary line")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="web service: REST API and browser UI, assessments stored in a data folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port_arg, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder of the database and the uploaded images (default: $BONEAGE_DATA_DIR)")
+    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--api-token", default=None, metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' on /api/* but /api/health (default: $BONEAGE_API_TOKEN)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=32.0, metavar="MB", help="largest image accepted")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled RSNA-layout collection")
     p.add_argument("--images", required=True, help="folder of <id>.png images")
@@ -310,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split-file", default=None, help="reuse a saved split.json instead of drawing one")
     d.add_argument("--limit", type=_positive_int, default=None, help="use only the first N samples")
     d.add_argument("--cache-dir", default=None, help="cache decoded images here as .npy")
+    d.add_argument("--keypoints", default=None, metavar="PATH",
+                   help="hand keypoints (COCO JSON or its folder) supervising an ALA-Net's region proposal network")
+    d.add_argument("--annotated-only", action="store_true",
+                   help="train on the images that have keypoints only (an RPN trained alone: --model alanet18_rpn)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
     m.add_argument("--head", default="ordinal", choices=["ordinal", "l1", "mse"])
@@ -339,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--warmup-epochs", type=float, default=1.0)
     o.add_argument("--ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
     o.add_argument("--max-steps", type=_positive_int, default=None, help="stop after N optimiser steps")
+    o.add_argument("--val-every", type=_positive_int, default=1, metavar="N", help="validate every N epochs (always after the last)")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out-dir", default="runs/default", help="checkpoints, split, logs and the exported model")
@@ -351,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", default="auto", choices=["auto", "hflip", "none"],
                    help="test-time augmentation stored with the exported model (auto: hflip if trained with flips)")
     p.set_defaults(func=cmd_train)
+
+    from .service.dicom_node import add_cli_subcommand  # cheap: pynetdicom loads only when the node runs
+
+    add_cli_subcommand(sub)  # boneage dicom-node [--host] [--port] [--ae-title] [--data-dir] [--model] [--destination]
     return parser
 
 
@@ -368,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"boneage {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `boneage predict ... | head`): not an error of ours
+        sys.stderr.close()  # nothing more can be said; keeps Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("BONEAGE_DEBUG"):
             raise

@@ -19,7 +19,7 @@ from .io import RadiographImage, read_image
 from .models import LoadedModel, load_model
 from .preprocess import PreprocessConfig, preprocess_image, to_model_input
 
-__all__ = ["Predictor", "Prediction", "predict_images", "format_months", "normalize_sex", "TTA_MODES"]
+__all__ = ["Predictor", "Prediction", "predict_images", "predict_rois", "roi_model", "format_months", "normalize_sex", "TTA_MODES"]
 
 TTA_MODES = (None, "none", "hflip")
 
@@ -101,6 +101,44 @@ def predict_images(
     if not with_sd:
         return months
     return months, (torch.cat(spread).numpy() if spread and len(spread) == len(out) else None)
+
+
+def roi_model(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The module that proposes anatomical ROIs: the model itself (ALA-Net), an ensemble's first member
+    that does, or None."""
+    if getattr(model, "uses_rpn", False):
+        return model
+    for member in getattr(model, "members", []):
+        if getattr(member, "uses_rpn", False):
+            return member
+    return None
+
+
+@torch.inference_mode()
+def predict_rois(model: torch.nn.Module, images, males, preprocess: PreprocessConfig, *, batch_size: int = 64,
+                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The anatomical ROIs a model looks at: ``(N, 17, 4)`` boxes in model-input pixels and their
+    ``(N, 17)`` objectness scores. Raises InvalidInputError for a model without ROIs."""
+    module = roi_model(model)
+    if module is None:
+        raise InvalidInputError("this model has no anatomical ROIs (only ALA-Net models with a region proposal network do)")
+    device = torch.device(device)
+    images = torch.as_tensor(images)
+    males = torch.as_tensor(np.asarray(males, dtype=np.float32))
+    was_training = module.training
+    module.eval()
+    boxes, scores = [], []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size]
+            x = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
+            x = to_model_input(x.unsqueeze(1), preprocess).to(device)
+            outputs = module(x, males[start : start + batch_size].to(device))
+            boxes.append(outputs["rois"].float().cpu())
+            scores.append(outputs["roi_scores"].float().cpu())
+    finally:
+        module.train(was_training)
+    return torch.cat(boxes).numpy(), torch.cat(scores).numpy()
 
 
 @dataclasses.dataclass

@@ -251,3 +251,15 @@ def test_rpn_proposals_bounded_inside_image_and_sorted():
         assert bool((boxes[:, 2:] > boxes[:, :2]).all())
         assert bool((image_scores[:-1] >= image_scores[1:]).all())
         assert float(box_iou(boxes, boxes).fill_diagonal_(0).max()) <= 0.5
+
+
+def test_nms_max_output_is_the_prefix_of_a_full_run():
+    from boneage.models.detection import nms
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(200, 2, generator=g) * 20], dim=1)
+    scores = torch.rand(200, generator=g)
+    full = nms(boxes, scores, 0.5)
+    assert torch.equal(nms(boxes, scores, 0.5, max_output=7), full[:7])
+    assert torch.equal(nms(boxes, scores, 0.5, max_output=10_000), full)

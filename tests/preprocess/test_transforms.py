@@ -96,3 +96,26 @@ def test_rotation_by_90_degrees_on_a_non_square_image_is_a_rotation_not_a_shear(
     rows, cols = torch.nonzero(out > 0.5, as_tuple=True)
     # a rotation keeps the lengths in pixels: now 6 px tall and 2 px wide (a shear gives 3 x 4)
     assert int(rows.max() - rows.min()) + 1 == 6 and int(cols.max() - cols.min()) + 1 == 2
+
+
+def test_transform_points_follows_the_augmentation_warp():
+    """A bright dot lands where transform_points says, with flips, rotation, zoom, shift, non-square."""
+    import torch
+
+    from boneage.preprocess import AugmentConfig, augment_batch, transform_points
+
+    height, width = 60, 80
+    points = torch.tensor([[[20.5, 10.5]], [[60.5, 40.5]], [[30.5, 30.5]], [[70.5, 15.5]]])
+    images = torch.zeros(4, 1, height, width)
+    for i in range(4):
+        x, y = (int(v) for v in points[i, 0])
+        images[i, 0, y - 1 : y + 2, x - 1 : x + 2] = 1.0
+    config = AugmentConfig(hflip=0.5, rotation_deg=30, scale=(0.8, 1.2), translate=0.1, contrast=0, brightness=0, gamma=0)
+    out, theta = augment_batch(images, config, torch.Generator().manual_seed(3), return_theta=True)
+    moved = transform_points(points, theta, (height, width))
+    yy, xx = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    for i in range(4):
+        mass = out[i, 0]
+        centroid = torch.stack([(mass * xx).sum() / mass.sum(), (mass * yy).sum() / mass.sum()])
+        assert torch.allclose(moved[i, 0], centroid, atol=0.1), (moved[i, 0], centroid)
+    assert (theta[:, 0, 0] < 0).any() and (theta[:, 0, 0] > 0).any()  # both flipped and unflipped cases ran

@@ -102,12 +102,13 @@ def decode_boxes(
     return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=1)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_output: int | None = None) -> torch.Tensor:
     """Greedy non-maximum suppression.
 
     Returns the indices (int64) of the kept boxes, sorted by decreasing score: a box is dropped when its
     IoU with a higher-scoring kept box exceeds ``iou_threshold``. The IoU matrix is computed once; the
-    loop runs once per kept box.
+    loop runs once per kept box, and stops after ``max_output`` boxes when given (the same first
+    ``max_output`` boxes as a full run).
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
@@ -115,7 +116,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     overlaps = box_iou(boxes[order], boxes[order]) > iou_threshold
     remaining = torch.arange(order.numel(), device=boxes.device)
     kept = []
-    while remaining.numel() > 0:
+    while remaining.numel() > 0 and (max_output is None or len(kept) < max_output):
         best, rest = remaining[0], remaining[1:]
         kept.append(best)
         remaining = rest[~overlaps[best, rest]]
@@ -334,7 +335,7 @@ class RegionProposalNetwork(nn.Module):
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
             large = ((boxes[:, 2] - boxes[:, 0]) >= self.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= self.min_size)
             boxes, top_logits = boxes[large], top_logits[large]
-            keep = nms(boxes, top_logits, self.nms_thresh)[: self.post_nms_top_n]
+            keep = nms(boxes, top_logits, self.nms_thresh, max_output=self.post_nms_top_n)
             proposals.append(boxes[keep])
             scores.append(torch.sigmoid(top_logits[keep]))
         return proposals, scores
@@ -401,8 +402,8 @@ def roi_align(
     Each output bin is the mean of ``sampling_ratio x sampling_ratio`` bilinear samples at the bin's
     regular sub-grid. Box coordinates are multiplied by ``spatial_scale`` (``1 / stride``) and, with
     ``aligned``, shifted by -0.5 pixel; without it ROIs are at least one feature pixel wide. Samples
-    outside ``[-1, H] x [-1, W]`` contribute 0. Bilinear weights are separable, so interpolation is
-    done along y, then along x, with gathers; the result is differentiable with respect to features.
+    outside ``[-1, H] x [-1, W]`` contribute 0. Bilinear weights are separable, so each ROI is two
+    matrix products (interpolation matrices along y and x); differentiable with respect to features.
     """
     if sampling_ratio <= 0:
         raise ValueError(f"sampling_ratio must be positive, got {sampling_ratio}")
@@ -411,11 +412,8 @@ def roi_align(
     out_h, out_w = output_size
     _, channels, height, width = features.shape
     device = features.device
+    counts = [int(b.shape[0]) for b in boxes]
     rois = torch.cat([b.to(device=device, dtype=torch.float32) for b in boxes]).reshape(-1, 4)
-    image_index = torch.cat(
-        [torch.full((b.shape[0],), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes)]
-    )
-    num_rois = rois.shape[0]
     rois = rois * spatial_scale - (0.5 if aligned else 0.0)
     roi_w, roi_h = rois[:, 2] - rois[:, 0], rois[:, 3] - rois[:, 1]
     if not aligned:
@@ -425,21 +423,25 @@ def roi_align(
     steps_x = (torch.arange(out_w * sampling_ratio, device=device, dtype=torch.float32) + 0.5) / sampling_ratio
     ys = rois[:, 1:2] + steps_y[None] * (roi_h / out_h)[:, None]  # (R, Py)
     xs = rois[:, 0:1] + steps_x[None] * (roi_w / out_w)[:, None]  # (R, Px)
-    y_low, y_high, wy_low, wy_high = _bilinear_axis(ys, height)
-    x_low, x_high, wx_low, wx_high = _bilinear_axis(xs, width)
     dtype = features.dtype
-    rows = image_index[:, None]
-    # Along y: (R, Py, C, W).
-    along_y = features[rows, :, y_low] * wy_low.to(dtype)[..., None, None] + features[
-        rows, :, y_high
-    ] * wy_high.to(dtype)[..., None, None]
-    num_y, num_x = ys.shape[1], xs.shape[1]
+    weights_y = _axis_weights(ys, height, out_h, sampling_ratio).to(dtype)  # (R, oh, H)
+    weights_x = _axis_weights(xs, width, out_w, sampling_ratio).to(dtype)  # (R, ow, W)
+    # Bilinear sampling is separable and each bin averages a separable grid of samples, so a bin is
+    # (weights along y) x features x (weights along x): two small matrix products per image.
+    outputs = []
+    for image, (wy, wx) in enumerate(zip(weights_y.split(counts), weights_x.split(counts))):
+        if wy.shape[0] == 0:
+            continue
+        rows = torch.matmul(wy[:, None], features[image][None])  # (K, C, oh, W)
+        outputs.append(torch.matmul(rows, wx[:, None].transpose(-1, -2)))  # (K, C, oh, ow)
+    if not outputs:
+        return features.new_zeros((0, channels, out_h, out_w))
+    return torch.cat(outputs)
 
-    def gather_x(index: torch.Tensor) -> torch.Tensor:
-        return along_y.gather(3, index[:, None, None, :].expand(num_rois, num_y, channels, num_x))
 
-    samples = gather_x(x_low) * wx_low.to(dtype)[:, None, None, :] + gather_x(x_high) * wx_high.to(dtype)[
-        :, None, None, :
-    ]  # (R, Py, C, Px)
-    samples = samples.permute(0, 2, 1, 3).reshape(num_rois, channels, out_h, sampling_ratio, out_w, sampling_ratio)
-    return samples.mean(dim=(3, 5))
+def _axis_weights(coords: torch.Tensor, size: int, bins: int, sampling_ratio: int) -> torch.Tensor:
+    """``(R, bins * sampling_ratio)`` sample coordinates -> ``(R, bins, size)`` interpolation matrix:
+    row ``i`` averages the bilinear weights of bin ``i``'s samples over the ``size`` pixels."""
+    low, high, w_low, w_high = _bilinear_axis(coords, size)
+    matrix = F.one_hot(low, size).to(coords.dtype) * w_low[..., None] + F.one_hot(high, size).to(coords.dtype) * w_high[..., None]
+    return matrix.view(coords.shape[0], bins, sampling_ratio, size).mean(dim=2)

@@ -1,6 +1,6 @@
 """Preprocessing as pure functions; their settings (:class:`PreprocessConfig`) travel with the model."""
 
-from .augment import AugmentConfig, augment_batch
+from .augment import AugmentConfig, augment_batch, transform_points
 from .transforms import (
     PreprocessConfig,
     check_usable,
@@ -15,6 +15,7 @@ __all__ = [
     "AugmentConfig",
     "PreprocessConfig",
     "augment_batch",
+    "transform_points",
     "check_usable",
     "normalize_intensity",
     "preprocess_image",

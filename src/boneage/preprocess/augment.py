@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "affine_theta", "augment_batch"]
+__all__ = ["AugmentConfig", "affine_theta", "augment_batch", "transform_points"]
 
 
 @dataclasses.dataclass
@@ -56,8 +56,27 @@ def affine_theta(angle, scale, tx, ty, flip, size: tuple[int, int]) -> torch.Ten
     )
 
 
-def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Return an augmented copy of ``images`` (float, ``(N, C, H, W)``, values in [0, 1])."""
+def transform_points(points: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Where ``(N, K, 2)`` pixel coordinates (x, y) of the input images land after the warp ``theta``.
+
+    ``affine_grid`` maps *output* to *input* normalised coordinates (``in = A @ out + t``); a point of
+    the input therefore moves to ``A^-1 @ (in - t)``. Pixel coordinates are continuous (0 at the left
+    edge of the first pixel, ``W`` at the right edge of the last), matching ``align_corners=False``.
+    """
+    height, width = size
+    scale = torch.tensor([width / 2.0, height / 2.0], dtype=theta.dtype, device=theta.device)
+    normalised = points.to(theta.dtype) / scale - 1.0
+    matrix, shift = theta[:, :, :2], theta[:, :, 2]
+    moved = torch.linalg.solve(matrix, (normalised - shift[:, None, :]).transpose(1, 2)).transpose(1, 2)
+    return (moved + 1.0) * scale
+
+
+def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator,
+                  return_theta: bool = False):
+    """Return an augmented copy of ``images`` (float, ``(N, C, H, W)``, values in [0, 1]).
+
+    With ``return_theta`` also the ``(N, 2, 3)`` warp, for :func:`transform_points` (the random draws
+    are the same either way)."""
     n = images.shape[0]
     angle = _uniform(n, -config.rotation_deg, config.rotation_deg, generator) * (math.pi / 180)
     scale = _uniform(n, config.scale[0], config.scale[1], generator)
@@ -78,4 +97,4 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
         b = _uniform(n, -config.brightness, config.brightness, generator).view(n, 1, 1, 1).to(out.dtype)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * c + mean + b).clamp(0, 1)
-    return out
+    return (out, theta) if return_theta else out

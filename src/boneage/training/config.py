@@ -26,6 +26,8 @@ class TrainConfig:
     split_file: str | None = None  # reuse a saved split instead of drawing one
     limit: int | None = None  # use only the first N samples (quick experiments, tests)
     cache_dir: str | None = None  # where decoded images are cached as .npy
+    keypoints: str | None = None  # hand keypoints (COCO JSON or its folder): RPN supervision for ALA-Net
+    annotated_only: bool = False  # train on the images with keypoints only (an RPN trained alone)
     # model
     model: str = "global_resnet18"
     head: str = "ordinal"
@@ -46,6 +48,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     ema_decay: float = 0.998  # 0 switches the weight EMA off
     grad_clip: float = 5.0
+    val_every: int = 1  # validate every N epochs (and always after the last)
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
     # execution
     seed: int = 0

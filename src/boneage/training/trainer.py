@@ -29,12 +29,23 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 
 from .. import __version__
-from ..data import apply_split, load_images, load_manifest, load_rsna, load_split, samples_summary, save_split, split_samples
+from ..data import (
+    apply_split,
+    load_hand_keypoints,
+    load_images,
+    load_manifest,
+    load_rsna,
+    load_split,
+    samples_summary,
+    save_split,
+    split_samples,
+    to_input_coordinates,
+)
 from ..errors import InvalidInputError
-from ..evaluation import compute_metrics, plot_agreement
+from ..evaluation import compute_metrics, plot_agreement, roi_detection_metrics
 from ..inference import predict_images
 from ..models import create_model, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
-from ..preprocess import augment_batch, to_model_input
+from ..preprocess import augment_batch, to_model_input, transform_points
 from .config import TrainConfig
 
 __all__ = ["train", "hardware_description"]
@@ -139,6 +150,35 @@ def _load_samples(config: TrainConfig):
     return samples, source
 
 
+def _input_points(samples, annotations: dict, preprocess) -> list[np.ndarray | None]:
+    """Per sample: its 17 (or 34, for two hands) ROI keypoints in model-input pixels, or None."""
+    points = []
+    for sample in samples:
+        annotation = annotations.get(sample.id)
+        if annotation is None:
+            points.append(None)
+            continue
+        file_hw = (0, 0)
+        if preprocess.resize != "stretch":
+            from PIL import Image
+
+            with Image.open(sample.path) as image:
+                file_hw = (image.height, image.width)
+        points.append(to_input_coordinates(annotation.roi_points(), file_hw, preprocess.image_size, preprocess.resize))
+    return points
+
+
+def _batch_points(points: list, index: torch.Tensor, theta: torch.Tensor, size) -> list[torch.Tensor]:
+    """The batch's keypoints moved by its augmentation; ``(0, 2)`` for unannotated images."""
+    out = []
+    for row, i in enumerate(index.tolist()):
+        if points[i] is None:
+            out.append(torch.zeros(0, 2))
+        else:
+            out.append(transform_points(torch.from_numpy(points[i])[None], theta[row : row + 1].float(), tuple(size))[0])
+    return out
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -192,6 +232,28 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     else:
         split = split_samples(samples, config.val_fraction, config.split_seed)
     train_samples, val_samples = apply_split(samples, split)
+    torch.manual_seed(config.seed)
+    spec = config.model_spec()
+    model = create_model(spec["name"], **spec["kwargs"])  # before decoding: a bad option fails fast
+    uses_keypoints = bool(getattr(model, "uses_rpn", False))
+    train_points = val_points = None
+    if uses_keypoints:
+        if not config.keypoints:
+            raise InvalidInputError(
+                f"model {spec['name']} trains its region proposal network on hand keypoints: give --keypoints "
+                "PATH (a COCO keypoint JSON or its folder, e.g. ../shared/data/annotations/hand-keypoints-21)"
+            )
+        annotations = load_hand_keypoints(config.keypoints)
+        if config.annotated_only:
+            train_samples = [s for s in train_samples if s.id in annotations]
+            if not train_samples:
+                raise InvalidInputError(f"--annotated-only: no training image has keypoints in {config.keypoints}")
+        train_points = _input_points(train_samples, annotations, config.preprocess)
+        val_points = _input_points(val_samples, annotations, config.preprocess)
+        log(f"keypoints: {sum(p is not None for p in train_points)} training and "
+            f"{sum(p is not None for p in val_points)} validation images annotated ({config.keypoints})")
+    elif config.annotated_only:
+        raise InvalidInputError(f"--annotated-only applies to models with a region proposal network, not {spec['name']}")
     if dist.is_main and checkpoint is None:  # every rank draws the same split; rank 0 records it
         save_split(split, split_path)
         config.save(out_dir / "train_config.json")
@@ -206,13 +268,10 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     train_male = torch.tensor([s.male for s in train_samples], dtype=torch.float32)
     val_age = np.array([s.bone_age_months for s in val_samples])
     val_sex = [s.sex for s in val_samples]
-
-    # ---- model, optimiser, schedule
-    torch.manual_seed(config.seed)
-    spec = config.model_spec()
-    model = create_model(spec["name"], **spec["kwargs"])
     if hasattr(model, "init_from_labels"):
         model.init_from_labels(train_age)
+
+    # ---- model, optimiser, schedule
     device = dist.device
     model.to(device)
     if config.channels_last:
@@ -246,7 +305,11 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
         history, step = checkpoint["history"], checkpoint["step"]
     train_module = model
     if dist.world_size > 1:
-        train_module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # An RPN trained alone leaves the bone age layers out of its loss.
+        train_module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(getattr(model, "detection_only", False)),
+        )
 
     log(
         f"model {spec['name']} {spec['kwargs']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
@@ -260,7 +323,7 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
         epoch_start = time.time()
         order = torch.randperm(len(train_samples), generator=torch.Generator().manual_seed(config.seed + 7919 * epoch))
         shard = order[dist.rank :: dist.world_size][: steps_per_epoch * config.batch_size]
-        losses, seen = [], 0
+        losses, seen, part_sums = [], 0, {}
         batches = range(steps_per_epoch)
         bar = None
         if config.progress and dist.is_main:
@@ -270,14 +333,21 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
             batches = bar
         for b in batches:
             index = shard[b * config.batch_size : (b + 1) * config.batch_size]
-            x = augment_batch(train_images[index].unsqueeze(1).float() / 255.0, config.augment, generator)
+            x, theta = augment_batch(train_images[index].unsqueeze(1).float() / 255.0, config.augment, generator,
+                                     return_theta=True)
             x = to_model_input(x, config.preprocess).to(device, non_blocking=True)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch = {"bone_age_months": train_age[index].to(device), "male": train_male[index].to(device)}
+            extra = {}
+            if uses_keypoints:
+                extra["keypoints"] = _batch_points(train_points, index, theta, x.shape[-2:])
             with _autocast(device, config.precision):
-                outputs = train_module(x, batch["male"])
+                outputs = train_module(x, batch["male"], **extra)
             parts = model.compute_loss(outputs, batch)
+            for name, value in parts.items():
+                if name != "loss":
+                    part_sums[name] = part_sums.get(name, 0.0) + float(value)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if config.grad_clip:
@@ -301,34 +371,29 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
             bar.close()
         train_seconds = time.time() - epoch_start
 
-        # ---- validation (sharded across ranks, gathered)
-        eval_model = ema if ema is not None else model
-        dist.broadcast_buffers(eval_model)  # every rank validates the weights rank 0 will save
-        part = np.arange(dist.rank, len(val_samples), dist.world_size)
-        predictions = predict_images(
-            eval_model, val_images[part], [1.0 if val_sex[i] == "M" else 0.0 for i in part], config.preprocess,
-            batch_size=config.eval_batch_size, device=device, precision=config.precision, channels_last=config.channels_last,
-        )
-        gathered = dist.all_gather((part, predictions))
-        val_pred = np.zeros(len(val_samples))
-        for idx, pred in gathered:
-            val_pred[idx] = pred
-        metrics = compute_metrics(val_pred, val_age, val_sex)
+        # ---- validation (sharded across ranks, gathered), every val_every epochs and at the end
+        metrics, improved = None, False
+        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs or stop:
+            metrics = _validate(ema if ema is not None else model, dist, val_images, val_age, val_sex, config, device)
+            improved = metrics["mae_months"] < best_mae
+            best_mae = min(best_mae, metrics["mae_months"])
         record = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)) if losses else None,
-            "val_mae_months": metrics["mae_months"],
-            "val_rmse_months": metrics["rmse_months"],
+            "train_loss_parts": {k: round(v / max(1, len(losses)), 5) for k, v in part_sums.items()},
+            "val_mae_months": metrics["mae_months"] if metrics else None,
+            "val_rmse_months": metrics["rmse_months"] if metrics else None,
             "lr": scheduler.get_last_lr()[0],
             "train_images_per_s": round(seen * dist.world_size / max(train_seconds, 1e-9), 1),
             "seconds": round(time.time() - epoch_start, 1),
         }
         history.append(record)
-        improved = metrics["mae_months"] < best_mae
-        best_mae = min(best_mae, metrics["mae_months"])
+        parts_text = ", ".join(f"{k} {v:.4f}" for k, v in record["train_loss_parts"].items())
+        val_text = (f"val MAE {metrics['mae_months']:.2f} months (best {best_mae:.2f}), RMSE {metrics['rmse_months']:.2f}"
+                    if metrics else "not validated")
         log(
-            f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val MAE {metrics['mae_months']:.2f} "
-            f"months (best {best_mae:.2f}), RMSE {metrics['rmse_months']:.2f}, "
+            f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}"
+            f"{f' ({parts_text})' if len(part_sums) > 1 else ''}, {val_text}, "
             f"{record['train_images_per_s']:.0f} img/s, {record['seconds']:.0f} s"
         )
         rng_states = dist.all_gather(generator.get_state())
@@ -347,7 +412,8 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             }
-            state["config"]["metrics"] = {"validation": metrics, "epoch": epoch + 1}
+            if metrics is not None:
+                state["config"]["metrics"] = {"validation": metrics, "epoch": epoch + 1}
             if improved:  # best first: a kill between the two writes must not record a best that is not saved
                 save_checkpoint(best_path, state)
             save_checkpoint(last_path, state)
@@ -358,9 +424,22 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
 
     summary = {"out_dir": str(out_dir), "best_val_mae_months": best_mae, "epochs_run": len(history), "steps": step}
     if dist.is_main and best_path.exists():
-        summary.update(_finish(out_dir, best_path, val_samples, val_images, val_age, val_sex, log))
+        summary.update(_finish(out_dir, best_path, val_samples, val_images, val_age, val_sex, log, val_points))
     dist.barrier()
     return summary
+
+
+def _validate(eval_model, dist: _Dist, val_images, val_age, val_sex, config: TrainConfig, device) -> dict:
+    dist.broadcast_buffers(eval_model)  # every rank validates the weights rank 0 will save
+    part = np.arange(dist.rank, len(val_sex), dist.world_size)
+    predictions = predict_images(
+        eval_model, val_images[part], [1.0 if val_sex[i] == "M" else 0.0 for i in part], config.preprocess,
+        batch_size=config.eval_batch_size, device=device, precision=config.precision, channels_last=config.channels_last,
+    )
+    val_pred = np.zeros(len(val_sex))
+    for idx, pred in dist.all_gather((part, predictions)):
+        val_pred[idx] = pred
+    return compute_metrics(val_pred, val_age, val_sex)
 
 
 def _model_config(config, source, split, samples, history, started, device, command) -> dict:
@@ -389,7 +468,7 @@ def _model_config(config, source, split, samples, history, started, device, comm
     }
 
 
-def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, val_sex, log) -> dict:
+def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, val_sex, log, val_points=None) -> dict:
     """Export the best checkpoint, then measure the exported model itself on the validation split."""
     loaded = load_model(best_path)
     config = loaded.config
@@ -402,6 +481,12 @@ def _finish(out_dir: Path, best_path: Path, val_samples, val_images, val_age, va
     metrics = compute_metrics(predictions, val_age, val_sex)
     config["metrics"] = {"validation": metrics, "epoch": epoch,
                          "measured_on": f"exported float16 weights, test-time augmentation: {exported.tta}"}
+    if val_points is not None and any(p is not None for p in val_points):
+        config["metrics"]["detection"] = roi_detection_metrics(exported.model, val_images, val_points, males,
+                                                               exported.preprocess)
+        log(f"ROI detection on {config['metrics']['detection']['n_images']} annotated validation images: "
+            f"AP {config['metrics']['detection']['ap']:.1f}, AP50 {config['metrics']['detection']['ap50']:.1f}, "
+            f"AP75 {config['metrics']['detection']['ap75']:.1f}")
     write_model_config(model_dir, config)
     (model_dir / "split.json").write_text((out_dir / "split.json").read_text())
     with open(out_dir / "val_predictions.csv", "w") as fh:
