@@ -283,8 +283,9 @@ def cmd_models(args) -> int:
         print(json.dumps([{"name": n, "description": model_description(n)} for n in names], indent=2))
         return 0
     print("registered models (boneage train --model NAME):")
+    column = max(len(n) for n in names) + 2
     for name in names:
-        print(f"  {name:<20} {model_description(name)}")
+        print(f"  {name:<{column}}{model_description(name)}")
     try:
         loaded = load_model(None)
         mae = loaded.config.get("metrics", {}).get("validation", {}).get("mae_months")
@@ -386,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--explain", type=_explain_dir, default=None, metavar="OUT_DIR",
-                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; ResNets: Grad-CAM)")
+                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; residual attention: "
+                        "each module's mask; ResNets: Grad-CAM)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("report", help="clinical report (PDF or HTML) of one radiograph: bone age, SDS, adult height")

@@ -76,3 +76,51 @@ def test_models_without_rois_refuse_predict_rois(tiny_model_dir, phantom):
     loaded = Predictor(tiny_model_dir).loaded
     with pytest.raises(InvalidInputError, match="no anatomical ROIs"):
         predict_rois(loaded.model, phantom[None], [1.0], loaded.preprocess)
+
+
+@pytest.fixture(scope="module")
+def tiny_attention_dir(tmp_path_factory):
+    """An exported (untrained) small residual attention network: six attention modules."""
+    from boneage.models import create_model, export_model
+
+    torch.manual_seed(0)
+    model = create_model("residual_attention", width=0.125, label_range=[0.0, 228.0])
+    config = {
+        "name": "tiny-attention-test",
+        "version": "test",
+        "model": model.boneage_spec,
+        "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
+        "labels": {"unit": "months", "min": 0.0, "max": 228.0},
+    }
+    return export_model(tmp_path_factory.mktemp("tiny_attention"), model.eval(), config)
+
+
+def test_attention_evidence_has_one_panel_per_module(tiny_attention_dir, phantom, tmp_path):
+    loaded = Predictor(tiny_attention_dir).loaded
+    evidence = explain_image(loaded, phantom, 1.0)
+    names = ["Att1_1", "Att2_1", "Att2_2", "Att3_1", "Att3_2", "Att3_3"]
+    assert evidence.kind == "attention" and evidence.panels == names
+    assert evidence.to_dict()["panels"] == names and all(n in evidence.label for n in names)
+    # six panels of the 64 px input enlarged to 256 px, 3 columns x 2 rows with 4 px gaps
+    assert evidence.overlay.shape == (2 * 256 + 4, 3 * 256 + 8, 3) and evidence.overlay.dtype == np.uint8
+    assert len(evidence.attention_maps) == 6
+    for heat in evidence.attention_maps:
+        assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() <= 1
+    panels = [evidence.overlay[r * 260 : r * 260 + 256, c * 260 : c * 260 + 256] for r in range(2) for c in range(3)]
+    assert all(not np.array_equal(p[..., 0], p[..., 2]) for p in panels)  # each panel is coloured
+    assert (evidence.overlay[256:260] == 0).all()  # the gap between the rows
+    assert save_evidence(evidence, tmp_path / "a.png").exists()
+
+
+def test_attention_evidence_on_a_large_display_and_in_an_ensemble(tiny_attention_dir, tiny_model_dir, phantom):
+    from types import SimpleNamespace
+
+    from boneage.models import combine_models
+
+    attention, resnet = Predictor(tiny_attention_dir).loaded, Predictor(tiny_model_dir).loaded
+    model, _ = combine_models([attention, resnet])  # attention takes precedence over Grad-CAM
+    loaded = SimpleNamespace(model=model, preprocess=attention.preprocess)
+    display = display_image(np.kron(phantom, np.ones((16, 12), np.uint8)))  # 1024 x 768: panels 512 x 384
+    evidence = explain_image(loaded, phantom, 0.0, display=display)
+    assert evidence.kind == "attention" and len(evidence.panels) == 6
+    assert evidence.overlay.shape == (2 * 512 + 4, 3 * 384 + 8, 3)

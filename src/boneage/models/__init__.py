@@ -3,7 +3,7 @@
 One module per method family registers its models on import; this package imports them all.
 """
 
-from . import alanet, ensemble, global_resnet  # noqa: F401  (register their models)
+from . import alanet, ensemble, global_resnet, residual_attention  # noqa: F401  (register their models)
 from .ensemble import Ensemble, combine_models
 from ._registry import create_model, list_models, model_description, register_model
 from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
