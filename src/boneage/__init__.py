@@ -2,7 +2,7 @@
 
 The package is layered like the pipeline it implements::
 
-    io -> data -> preprocess -> models -> training -> evaluation -> inference -> cli
+    io -> data -> preprocess -> segmentation -> models -> training -> evaluation -> inference -> cli
 """
 
 __version__ = "0.1.0"

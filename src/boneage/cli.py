@@ -7,7 +7,8 @@ Contract (other tools call these; keep them stable):
 * ``boneage report IMAGE [--sex M|F] [--age 9y4m] [--height CM] [--model PATH] -o OUT.pdf|OUT.html [--json]``
 * ``boneage serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--model PATH] [--api-token TOKEN]``
 * ``boneage dicom-node [--port 11112] [--ae-title BONEAGE] [--data-dir DIR] [--destination AE@HOST:PORT]``
-* ``boneage train ...`` and ``boneage models``
+* ``boneage segment IMAGE... -o DIR [--segmenter PATH] [--overlay]``
+* ``boneage train ...``, ``boneage train-segmenter ...`` and ``boneage models``
 
 Bad input ends with one line on stderr naming the problem and exit code 2, never a traceback; in a
 batch, the files that can be read are still predicted. ``BONEAGE_DEBUG=1`` shows tracebacks.
@@ -50,6 +51,23 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {number}")
+    return number
+
+
+def _segmenter_size(value: str) -> int:
+    number = _positive_int(value)
+    if number < 16 or number % 8:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8 of at least 16 (the U-Net halves it three times), got {number}")
     return number
 
 
@@ -223,6 +241,74 @@ def _explain_dir(value: str) -> str:
     return value
 
 
+def _save_png(array, path: Path) -> None:
+    """Write a uint8 array as PNG atomically (a temporary file, then a rename)."""
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def cmd_segment(args) -> int:
+    import numpy as np
+
+    from .errors import ImageReadError
+    from .io import read_image
+    from .preprocess import normalize_intensity, to_grayscale
+    from .segmentation import load_segmenter, overlay_mask
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    segmenter = load_segmenter(args.segmenter)
+    out_dir = Path(args.output)
+    failed, used = 0, set()
+    for file in _expand_inputs(args.files):
+        try:
+            if Path(file).is_dir():
+                raise ImageReadError(f"{file}: folder holds no readable supported image files")
+            image = read_image(file)
+            mask = segmenter.predict_mask(image.pixels, source=file)
+        except BoneAgeError as err:
+            print(f"boneage segment: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        stem, n = Path(file).stem, 1
+        while stem in used:  # the same file name from two folders
+            n += 1
+            stem = f"{Path(file).stem}-{n}"
+        used.add(stem)
+        mask_path = out_dir / f"{stem}_mask.png"
+        _save_png(mask.astype(np.uint8) * 255, mask_path)
+        line = f"{file}\t{mask_path}\t{mask.mean():.1%} of the image"
+        if args.overlay:
+            overlay_path = out_dir / f"{stem}_overlay.png"
+            _save_png(overlay_mask(normalize_intensity(to_grayscale(image.pixels)), mask), overlay_path)
+            line += f"\t{overlay_path}"
+        print(line)
+    return EXIT_USAGE if failed else 0
+
+
+def cmd_train_segmenter(args) -> int:
+    from .segmentation.training import train_segmenter
+
+    command = "boneage " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("boneage") else None
+    summary = train_segmenter(
+        args.images, args.keypoints, args.out_dir, size=args.size, epochs=args.epochs, extra_images=args.extra_images,
+        batch_size=args.batch_size, lr=args.lr, split_file=None if args.split_file == "none" else args.split_file,
+        seed=args.seed, threads=args.threads, precision=args.precision, device=args.device, command=command,
+        log=(lambda message: print(message, file=sys.stderr, flush=True)),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .clinical import assess_or_reject, write_report
     from .inference import Predictor
@@ -391,6 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "each module's mask; ResNets: Grad-CAM)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("segment", help="hand masks of radiographs: one <stem>_mask.png (255 = hand) per image")
+    p.add_argument("files", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
+    p.add_argument("-o", "--output", required=True, type=_explain_dir, metavar="DIR",
+                   help="folder for the masks (created if missing)")
+    p.add_argument("--segmenter", default=None, metavar="PATH",
+                   help="segmenter folder or its model.safetensors (default: the shipped segmenter)")
+    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png: the mask outline over the image")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    p.set_defaults(func=cmd_segment)
+
     p = sub.add_parser("report", help="clinical report (PDF or HTML) of one radiograph: bone age, SDS, adult height")
     p.add_argument("image", metavar="IMAGE", help="radiograph (PNG, JPEG, TIFF, DICOM)")
     p.add_argument("-o", "--output", required=True, type=_report_file, metavar="OUT.pdf|OUT.html",
@@ -495,6 +591,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", default="auto", choices=["auto", "hflip", "none"],
                    help="test-time augmentation stored with the exported model (auto: hflip if trained with flips)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-segmenter", help="train the U-Net hand segmenter on keypoint-refined classical masks")
+    p.add_argument("--images", required=True, help="folder of <id>.png (RSNA layout, e.g. ../shared/data/rsna-100px/images)")
+    p.add_argument("--keypoints", required=True, metavar="PATH", help="hand keypoints (COCO JSON or its folder)")
+    p.add_argument("--out-dir", required=True, help="run folder: model/ (the exported segmenter) and history.json")
+    p.add_argument("--epochs", type=_positive_int, default=16)
+    p.add_argument("--size", type=_segmenter_size, default=128, help="input side in px (images are stretched to it)")
+    p.add_argument("--extra-images", type=_non_negative_int, default=2000, metavar="N",
+                   help="also train on N images without keypoints, with classical masks")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=3e-3)
+    p.add_argument("--split-file", default="default", metavar="PATH",
+                   help="hold out the annotated ids of this split.json's val list (default: the default model's split; "
+                        "'none': a seeded 10%% of the annotated ids)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_train_segmenter)
 
     from .service.dicom_node import add_cli_subcommand  # cheap: pynetdicom loads only when the node runs
 

@@ -1,0 +1,64 @@
+"""Hand segmentation: training masks, a U-Net hand segmenter, its training, saving and rendering.
+
+Where this sits in the pipeline: a layer between ``preprocess`` and ``models``. It uses ``preprocess``
+(intensity normalisation, resizing, and the classical masks and post-processing of
+:mod:`boneage.preprocess.masks`) and ``data`` (keypoints), and nothing in ``models`` or ``training``
+depends on it. It is not a separate bone age model, so it is not in the model registry (the
+registry, ``boneage models`` and the tests that run every registered model are about bone age);
+it has its own artefact format (``boneage-segmenter``), so a segmenter folder can never be loaded
+as a bone age model or the other way round. A model that wants masked or cropped inputs calls
+:meth:`HandSegmenter.predict_mask` in its preprocessing; none does so by default yet.
+
+* :mod:`.training_masks`: classical masks refined with the 21 hand keypoints (the training
+  targets), Dice and IoU.
+* :mod:`.segmenter`: :class:`HandSegmenter` (a small MONAI U-Net at a fixed input size plus the
+  mask post-processing), :func:`export_segmenter` / :func:`load_segmenter`.
+* :mod:`.training`: :func:`train_segmenter` (the ``boneage train-segmenter`` command).
+* :mod:`.render`: mask outlines over an image (``boneage segment --overlay``, the contact sheet).
+"""
+
+from .render import mask_outline, overlay_mask
+from .segmenter import (
+    SEGMENTER_FORMAT,
+    HandSegmenter,
+    default_segmenter_path,
+    export_segmenter,
+    load_segmenter,
+)
+from .training_masks import (
+    FINGER_CHAINS,
+    TrainingMasks,
+    dice_score,
+    iou_score,
+    keypoint_radius,
+    keypoints_inside,
+    refine_with_keypoints,
+    training_masks,
+)
+
+__all__ = [
+    "FINGER_CHAINS",
+    "SEGMENTER_FORMAT",
+    "HandSegmenter",
+    "TrainingMasks",
+    "default_segmenter_path",
+    "dice_score",
+    "export_segmenter",
+    "iou_score",
+    "keypoint_radius",
+    "keypoints_inside",
+    "load_segmenter",
+    "mask_outline",
+    "overlay_mask",
+    "refine_with_keypoints",
+    "train_segmenter",
+    "training_masks",
+]
+
+
+def __getattr__(name):  # the trainer pulls in more (augmentation, datasets); load it only when asked
+    if name == "train_segmenter":
+        from .training import train_segmenter
+
+        return train_segmenter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,262 @@
+"""The U-Net hand segmenter and its artefact (``model.safetensors`` + ``config.json``).
+
+:class:`HandSegmenter` is a small MONAI ``UNet`` (2-D, one input and one output channel, residual
+units) at a fixed input size, as the segmentation stage of the four-stage bone age pipeline, plus
+the steps around it that turn any radiograph into a hand mask at the image's own size::
+
+    pixels -> grayscale -> percentile normalisation -> stretch to the input size -> standardise
+           -> U-Net -> sigmoid -> resize the probabilities back -> > threshold
+           -> postprocess_mask (largest component, holes filled, optional smoothing)
+           -> check_hand_found (NoHandFoundError when the mask is empty or too small)
+
+The probabilities, not the binary mask, are resized back, so the outline at a large image's size is
+smooth rather than blocky. Everything this needs is stored in the artefact's ``config.json`` (the
+architecture, the preprocessing, the post-processing) with the training summary and the mask-quality
+metrics; weights are read with safetensors only (no pickle), which is the weights-only guarantee.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import InvalidInputError, ModelLoadError
+from ..preprocess import (
+    PreprocessConfig,
+    preprocess_image,
+    resize_image,
+    to_model_input,
+)
+from ..preprocess.masks import check_hand_found, postprocess_mask
+
+__all__ = [
+    "SEGMENTER_FORMAT",
+    "HandSegmenter",
+    "SegmenterSettings",
+    "default_segmenter_path",
+    "export_segmenter",
+    "load_segmenter",
+]
+
+SEGMENTER_FORMAT = "boneage-segmenter"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.json"
+
+
+@dataclasses.dataclass
+class SegmenterSettings:
+    """Architecture, input and post-processing of a :class:`HandSegmenter` (all stored in its config)."""
+
+    input_size: tuple[int, int] = (128, 128)  # (height, width); images are stretched to it
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    threshold: float = 0.5  # on the sigmoid
+    min_fraction: float = 0.02  # a mask covering less of the image is "no hand found"
+    smooth_fraction: float = 0.0  # opening + closing radius as a fraction of the short side (0: none)
+
+    def __post_init__(self):
+        self.input_size = tuple(int(v) for v in self.input_size)
+        self.channels = tuple(int(v) for v in self.channels)
+        self.strides = tuple(int(v) for v in self.strides)
+        if len(self.channels) != len(self.strides) + 1:
+            raise InvalidInputError(
+                f"a U-Net needs one more channel count than strides, got channels {self.channels} and strides {self.strides}"
+            )
+        factor = int(np.prod(self.strides))
+        if len(self.input_size) != 2 or min(self.input_size) < 8 or any(v % factor for v in self.input_size):
+            raise InvalidInputError(
+                f"segmenter input size must be two sides of at least 8 px divisible by {factor} "
+                f"(the U-Net's total stride), got {self.input_size}"
+            )
+        if not 0.0 < self.threshold < 1.0:
+            raise InvalidInputError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if not 0.0 <= self.min_fraction < 1.0 or not 0.0 <= self.smooth_fraction < 0.5:
+            raise InvalidInputError("min_fraction must be in [0, 1) and smooth_fraction in [0, 0.5)")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SegmenterSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class HandSegmenter(nn.Module):
+    """A U-Net predicting the hand mask of a radiograph (see the module docstring for the steps).
+
+    ``forward`` maps standardised ``(N, 1, H, W)`` inputs at ``settings.input_size`` to logits;
+    :meth:`predict_mask` does the whole job on decoded pixels of any size. ``info`` holds the rest of
+    a loaded artefact's config (name, version, training summary, metrics).
+    """
+
+    def __init__(self, settings: SegmenterSettings | None = None, **kwargs):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        if settings is None:
+            settings = SegmenterSettings(**kwargs)
+        elif kwargs:
+            raise InvalidInputError("pass either settings or keyword arguments, not both")
+        self.settings = settings
+        self.unet = UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            channels=settings.channels,
+            strides=settings.strides,
+            num_res_units=settings.num_res_units,
+        )
+        self.info: dict = {}
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """Pixels -> [0, 1] image at the input size (percentile normalisation, stretch) -> standardised."""
+        return PreprocessConfig(image_size=self.settings.input_size, resize="stretch", normalization="percentile",
+                                percentiles=(0.5, 99.5), mean=0.5, std=0.25)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x)
+
+    def prepare(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
+        """Decoded pixels -> float32 [0, 1] image at the input size (raises UnusableImageError for blank
+        or tiny images)."""
+        return preprocess_image(pixels, self.preprocess, source)
+
+    @torch.no_grad()
+    def predict_probabilities(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
+        """Hand probability per pixel, float32 at the image's own ``(H, W)``."""
+        height, width = np.asarray(pixels).shape[:2]
+        image = self.prepare(pixels, source)
+        batch = to_model_input(torch.tensor(image)[None, None], self.preprocess)
+        was_training = self.training
+        self.eval()
+        try:
+            probabilities = torch.sigmoid(self(batch.to(next(self.parameters()).device))[0, 0].float()).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return resize_image(probabilities, (height, width))
+
+    def predict_mask(self, pixels: np.ndarray, source: str = "image", smooth_radius: int | None = None) -> np.ndarray:
+        """Boolean hand mask at the image's own size, post-processed (one component, no holes).
+
+        ``smooth_radius`` (px) overrides the stored ``smooth_fraction``. Raises
+        :class:`~boneage.preprocess.masks.NoHandFoundError` (one line, naming ``source``) when the
+        mask covers less than ``settings.min_fraction`` of the image.
+        """
+        probabilities = self.predict_probabilities(pixels, source)
+        if smooth_radius is None:
+            smooth_radius = round(self.settings.smooth_fraction * min(probabilities.shape))
+        mask = postprocess_mask(probabilities > self.settings.threshold, self.settings.min_fraction, int(smooth_radius))
+        check_hand_found(mask, self.settings.min_fraction, source)
+        return mask
+
+
+# ------------------------------------------------------------------------------------------ artefact
+def default_segmenter_path() -> Path:
+    """The folder of the segmenter shipped inside the package (``boneage/weights/segmenter``)."""
+    return Path(str(resources.files("boneage") / "weights" / "segmenter"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export_segmenter(out_dir: str | Path, segmenter: HandSegmenter, config: dict | None = None,
+                     split: dict | None = None) -> Path:
+    """Write ``model.safetensors`` (float32) + ``config.json`` (+ ``split.json`` when given) into ``out_dir``.
+
+    ``config`` adds keys (``name``, ``version``, ``training``, ``metrics``, ...) beside the format, the
+    architecture and the settings, which are always taken from ``segmenter`` itself.
+    """
+    import monai
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in segmenter.state_dict().items()}
+    full = {
+        "format": SEGMENTER_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": "hand-unet",
+        "version": "unversioned",
+        **(config or {}),
+        "architecture": {"family": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1},
+        "settings": segmenter.settings.to_dict(),
+        "preprocess": segmenter.preprocess.to_dict(),
+        "inputs": {"shape": ["N", 1, *segmenter.settings.input_size], "dtype": "float32",
+                   "meaning": "percentile-normalised grayscale stretched to the input size, (x - 0.5) / 0.25"},
+        "outputs": {"shape": ["N", 1, *segmenter.settings.input_size], "meaning": "hand logits (sigmoid > threshold = hand)"},
+        "library_versions": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
+    }
+    _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": SEGMENTER_FORMAT}))
+    _atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(full, indent=2)))
+    if split is not None:
+        _atomic_write(out_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(split, indent=1)))
+    return out_dir
+
+
+def load_segmenter(spec: str | Path | None = None) -> HandSegmenter:
+    """Load a segmenter (eval mode, CPU, float32) from ``None``/``'default'`` (the shipped one), an
+    exported folder, or its ``model.safetensors`` with ``config.json`` beside it."""
+    if spec is None or str(spec) == "default":
+        path = default_segmenter_path()
+        if not (path / WEIGHTS_FILE).exists() or not (path / CONFIG_FILE).exists():
+            raise ModelLoadError(
+                f"no hand segmenter is installed in this boneage package ({path}); pass --segmenter PATH "
+                "or train one with 'boneage train-segmenter' and copy its model folder there"
+            )
+    else:
+        path = Path(spec)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: segmenter not found")
+    folder = path if path.is_dir() else path.parent
+    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_FILE
+    config_file = folder / CONFIG_FILE
+    if not weights.exists() or not config_file.exists():
+        raise ModelLoadError(f"{path}: not a boneage segmenter folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{config_file}: unreadable segmenter config ({type(err).__name__})") from None
+    if not isinstance(config, dict) or config.get("format") != SEGMENTER_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        hint = " (it is a bone age model; pass it as --model)" if found == "boneage-model" else ""
+        raise ModelLoadError(f"{config_file}: not a boneage segmenter config{hint}")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelLoadError(f"{config_file}: segmenter format {config.get('format_version')} is newer than this "
+                             f"boneage understands ({FORMAT_VERSION}); upgrade boneage")
+    try:
+        segmenter = HandSegmenter(SegmenterSettings.from_dict(config.get("settings", {})))
+    except Exception as err:
+        raise ModelLoadError(f"{config_file}: cannot rebuild the segmenter ({err})") from None
+    try:
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    except Exception as err:
+        raise ModelLoadError(f"{weights}: unreadable weights ({type(err).__name__})") from None
+    try:
+        segmenter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelLoadError(f"{weights}: weights do not match the segmenter's architecture ({first[:160]})") from None
+    segmenter.info = dict(config)
+    segmenter.info["source"] = str(path)
+    return segmenter.eval()

@@ -1,0 +1,362 @@
+"""Training the hand segmenter: data, loss (Dice + BCE), a thin loop, evaluation, export.
+
+``train_segmenter`` is ``boneage train-segmenter``. From an RSNA-layout image folder and the COCO hand
+keypoints it builds training masks (:func:`~boneage.segmentation.training_masks.training_masks`:
+classical masks, refined with the keypoints) for every image that has keypoints, plus classical
+masks for a seeded sample of the other images; holds out the annotated ids of the default model's
+validation split (57 of the 568; the other images of that split are not used at all); trains the
+U-Net from scratch with flips, small rotations and intensity jitter under bf16 autocast; reports per
+epoch the validation Dice against the refined masks and the keypoint coverage; and exports the
+segmenter with its training summary and metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import BoneAgeError, DatasetError, InvalidInputError
+from ..io import read_image, supported_suffixes
+from ..preprocess import (
+    AugmentConfig,
+    augment_batch,
+    check_usable,
+    normalize_intensity,
+    resize_image,
+    to_grayscale,
+)
+from ..preprocess.masks import NoHandFoundError
+from .segmenter import HandSegmenter, SegmenterSettings, export_segmenter
+from .training_masks import dice_score, iou_score, keypoints_inside, training_masks
+
+__all__ = [
+    "DEFAULT_AUGMENT",
+    "dice_bce_loss",
+    "evaluate_segmenter",
+    "fit",
+    "select_ids",
+    "train_segmenter",
+]
+
+DEFAULT_AUGMENT = AugmentConfig(hflip=0.5, rotation_deg=15.0, scale=(0.9, 1.1), translate=0.05,
+                                contrast=0.2, brightness=0.1, gamma=0.2)
+EXTRA_AREA_RANGE = (0.05, 0.75)  # classical masks of unannotated images outside this share of the image are dropped
+WARMUP_FRACTION = 0.05
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice loss (per image, averaged), on float32 logits ``(N, 1, H, W)``."""
+    logits, target = logits.float(), target.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    probabilities = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    dice = (2 * (probabilities * target).sum(1) + smooth) / (probabilities.sum(1) + target.sum(1) + smooth)
+    return bce + (1 - dice).mean()
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision not in ("bf16", "fp32"):
+        raise InvalidInputError(f"precision must be bf16 or fp32, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def fit(
+    segmenter: HandSegmenter,
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    augment: AugmentConfig = DEFAULT_AUGMENT,
+    precision: str = "bf16",
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train ``segmenter`` in place on ``images`` ((N, H, W) in [0, 1] at its input size, as
+    :meth:`HandSegmenter.prepare` gives them) and boolean ``masks`` of the same shape.
+
+    AdamW, linear warmup (5% of the steps) then cosine decay; the same random warp moves an image and
+    its mask (the mask is resampled bilinearly: soft targets at the edge). Returns the mean training
+    loss of each epoch; ``on_epoch(epoch, loss)`` runs after each (validation, logging).
+    """
+    if len(images) != len(masks) or len(images) == 0:
+        raise InvalidInputError(f"need the same non-zero number of images and masks, got {len(images)} and {len(masks)}")
+    device = next(segmenter.parameters()).device
+    images_t = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
+    masks_t = torch.as_tensor(np.asarray(masks, dtype=np.float32))[:, None]
+    preprocess = segmenter.preprocess
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(images_t) / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = max(1, round(WARMUP_FRACTION * total))
+    optimizer = torch.optim.AdamW(segmenter.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))),
+    )
+    history = []
+    for epoch in range(1, epochs + 1):
+        segmenter.train()
+        order = torch.randperm(len(images_t), generator=generator)
+        losses = []
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch, theta = augment_batch(images_t[index], augment, generator, return_theta=True)
+            target = masks_t[index]  # warped as the image; outside the frame both are background
+            grid = F.affine_grid(theta.to(target.dtype), list(target.shape), align_corners=False)
+            target = F.grid_sample(target, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            batch = ((batch - preprocess.mean) / preprocess.std).to(device)
+            with _autocast(device, precision):
+                logits = segmenter(batch)
+            loss = dice_bce_loss(logits, target.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        history.append(float(np.mean(losses)))
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    segmenter.eval()
+    return history
+
+
+def evaluate_segmenter(segmenter: HandSegmenter, pixels: list[np.ndarray], references: dict[str, list[np.ndarray]],
+                       points: list | None = None) -> dict:
+    """Mask quality of ``segmenter`` on decoded images.
+
+    ``references`` maps a name (``"refined"``, ``"classical"``) to one boolean mask per image; the
+    result has ``dice_<name>``/``iou_<name>`` means, and with ``points`` (per image ``(K, 2)`` pixel
+    coordinates or ``None``) ``keypoint_coverage`` (share of points inside) and ``all_keypoints_inside``
+    (share of images with every point inside). An image where no hand is found counts as an empty mask.
+    """
+    predicted, no_hand = [], 0
+    for i, image in enumerate(pixels):
+        try:
+            predicted.append(segmenter.predict_mask(image, source=f"image {i}"))
+        except NoHandFoundError:
+            predicted.append(np.zeros(np.asarray(image).shape[:2], dtype=bool))
+            no_hand += 1
+    result: dict = {"n": len(pixels), "no_hand_found": no_hand,
+                    "mean_area_fraction": round(float(np.mean([m.mean() for m in predicted])), 4) if predicted else None}
+    for name, masks in references.items():
+        result[f"dice_{name}"] = round(float(np.mean([dice_score(p, m) for p, m in zip(predicted, masks)])), 4)
+        result[f"iou_{name}"] = round(float(np.mean([iou_score(p, m) for p, m in zip(predicted, masks)])), 4)
+    if points is not None:
+        shares = [float(keypoints_inside(p, np.asarray(k)).mean()) for p, k in zip(predicted, points) if k is not None]
+        if shares:
+            result["keypoint_coverage"] = round(float(np.mean(shares)), 4)
+            result["all_keypoints_inside"] = round(float(np.mean([s == 1.0 for s in shares])), 4)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _read_gray(path: Path) -> np.ndarray:
+    gray = to_grayscale(read_image(path).pixels)
+    check_usable(gray, str(path))
+    return gray
+
+
+def _image_files(images_dir: Path) -> dict[str, Path]:
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: image folder not found")
+    suffixes = supported_suffixes()
+    return {p.stem: p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in suffixes}
+
+
+def _load_split(split_file) -> tuple[dict | None, str | None]:
+    from ..data import load_split
+    from ..models import default_model_path
+
+    if split_file is None:
+        return None, None
+    path = default_model_path() / "split.json" if str(split_file) == "default" else Path(split_file)
+    if not path.exists():
+        if str(split_file) == "default":
+            return None, None
+        raise DatasetError(f"{path}: split file not found")
+    return load_split(path), str(path)
+
+
+def select_ids(ids: list[str], annotated: set[str], split: dict | None, *, extra_images: int, val_fraction: float = 0.1,
+               seed: int = 0) -> tuple[list[str], list[str], list[str], str]:
+    """``(train_annotated, val, extra, how)``: the annotated ids in ``split["val"]`` are held out (else a
+    seeded ``val_fraction`` of them, ``how`` saying so); ``extra_images`` of the other ids, never one of
+    ``split["val"]``, are drawn with a seeded generator."""
+    with_keypoints = sorted(set(ids) & annotated)
+    if len(with_keypoints) < 2:
+        raise DatasetError(f"fewer than two images have keypoints ({len(with_keypoints)}); check --keypoints")
+    held_out = set(split["val"]) if split else set()
+    rng = np.random.default_rng(seed)
+    val = sorted(set(with_keypoints) & held_out)
+    how = "split"
+    if not val:
+        count = min(len(with_keypoints) - 1, max(1, round(val_fraction * len(with_keypoints))))
+        val = sorted(rng.choice(with_keypoints, size=count, replace=False).tolist())
+        how = f"seeded {val_fraction:.0%} of the annotated ids (seed {seed})"
+    train = [i for i in with_keypoints if i not in set(val)]
+    candidates = sorted(i for i in ids if i not in annotated and i not in held_out)
+    extra = sorted(rng.choice(candidates, size=min(extra_images, len(candidates)), replace=False).tolist()) if extra_images and candidates else []
+    return train, val, extra, how
+
+
+def _points_px(hand, shape) -> np.ndarray:
+    height, width = shape
+    return hand.points * np.array([width, height], dtype=np.float32)
+
+
+def train_segmenter(
+    images_dir: str | Path,
+    keypoints,
+    out_dir: str | Path,
+    *,
+    size: int = 128,
+    epochs: int = 16,
+    extra_images: int = 2000,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    split_file: str | Path | None = "default",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    threads: int | None = None,
+    precision: str = "bf16",
+    device: str = "auto",
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train a :class:`HandSegmenter` and export it to ``out_dir/model``; returns the training summary.
+
+    ``keypoints`` is a COCO file/folder (see :func:`boneage.data.load_hand_keypoints`) or its loaded
+    dict. Images with keypoints are the annotated set; the annotated ids in ``split_file``'s ``val``
+    list (``"default"``: the shipped default model's split; ``None`` or none in common: a seeded
+    ``val_fraction`` of them) are held out for validation. ``extra_images`` other images (never ones
+    of that validation split) are added with classical masks whose area is 5-75% of the image.
+    ``out_dir`` also gets ``history.json``.
+    """
+    from ..data import load_hand_keypoints
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    hands = keypoints if isinstance(keypoints, dict) else load_hand_keypoints(keypoints)
+    files = _image_files(images_dir)
+    split, split_source = _load_split(split_file)
+    train_annotated, val_ids, extra_ids, selection = select_ids(list(files), set(hands), split, extra_images=extra_images,
+                                                                val_fraction=val_fraction, seed=seed)
+    split_source = split_source if selection == "split" else selection
+
+    torch.manual_seed(seed)  # the U-Net's initial weights
+    segmenter = HandSegmenter(SegmenterSettings(input_size=(size, size)))
+    log(f"training masks: {len(train_annotated)} annotated + {len(extra_ids)} other images for training, "
+        f"{len(val_ids)} annotated held out ({split_source or 'no split file'})")
+
+    def load(ids: list[str], with_points: bool):
+        grays, points, skipped = [], [], []
+        for image_id in ids:
+            try:
+                gray = _read_gray(files[image_id])
+            except BoneAgeError as err:
+                skipped.append(str(err))
+                continue
+            grays.append((image_id, gray))
+            points.append(_points_px(hands[image_id], gray.shape) if with_points else None)
+        for message in skipped:
+            log(f"warning: skipped {message}")
+        return grays, points
+
+    train_grays, train_points = load(train_annotated, True)
+    extra_grays, _ = load(extra_ids, False)
+    val_grays, val_points = load(val_ids, True)
+
+    def normalised(grays):
+        return [normalize_intensity(g, "percentile", (0.5, 99.5)) for _, g in grays]
+
+    train_masks = training_masks(normalised(train_grays), train_points)
+    val_masks = training_masks(normalised(val_grays), val_points)
+    extra_masks = training_masks(normalised(extra_grays))
+    kept_extra = [i for i, m in enumerate(extra_masks.masks) if EXTRA_AREA_RANGE[0] <= m.mean() <= EXTRA_AREA_RANGE[1]]
+    masks_report = {"train_annotated": train_masks.report(), "validation": val_masks.report(),
+                    "extra": {**extra_masks.report(), "kept": len(kept_extra)}}
+    for name in ("train_annotated", "validation"):
+        r = masks_report[name]
+        log(f"{name} masks: keypoint coverage {r['before']['keypoint_coverage']} -> {r['after']['keypoint_coverage']}, "
+            f"all 21 inside {r['before']['all_keypoints_inside']} -> {r['after']['all_keypoints_inside']} "
+            f"({r['n_refined']} of {r['n_images']} refined)")
+    log(f"extra masks: {len(kept_extra)} of {len(extra_grays)} kept (area {EXTRA_AREA_RANGE[0]:.0%}-{EXTRA_AREA_RANGE[1]:.0%})")
+
+    inputs = [segmenter.prepare(g, image_id) for image_id, g in train_grays]
+    inputs += [segmenter.prepare(extra_grays[i][1], extra_grays[i][0]) for i in kept_extra]
+    targets = [m for m in train_masks.masks] + [extra_masks.masks[i] for i in kept_extra]
+    targets = [resize_image(m.astype(np.float32), (size, size)) >= 0.5 for m in targets]
+    log(f"data ready in {time.perf_counter() - started:.0f}s: {len(inputs)} training images at {size}x{size}")
+
+    segmenter.to(device)
+    val_pixels = [g for _, g in val_grays]
+    references = {"refined": val_masks.masks, "classical": val_masks.classical}
+    history: list[dict] = []
+    epoch_start = [time.perf_counter()]
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        metrics = evaluate_segmenter(segmenter, val_pixels, references, val_points)
+        seconds = time.perf_counter() - epoch_start[0]
+        history.append({"epoch": epoch, "train_loss": round(loss, 5), "seconds": round(seconds, 1), **metrics})
+        log(f"epoch {epoch}/{epochs}: loss {loss:.4f}, val Dice {metrics['dice_refined']:.3f} (refined) "
+            f"{metrics['dice_classical']:.3f} (classical), keypoints inside {metrics.get('keypoint_coverage')}, "
+            f"all 21 inside {metrics.get('all_keypoints_inside')}, no hand {metrics['no_hand_found']}, {seconds:.0f}s")
+        epoch_start[0] = time.perf_counter()
+
+    recipe = {"size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+              "optimizer": "adamw", "schedule": f"linear warmup {WARMUP_FRACTION:.0%} + cosine", "loss": "BCE + soft Dice",
+              "augment": DEFAULT_AUGMENT.to_dict(), "precision": precision, "seed": seed, "extra_images": extra_images}
+    fit(segmenter, np.stack(inputs), np.stack(targets), epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, precision=precision, seed=seed, on_epoch=on_epoch)
+    segmenter.cpu().eval()
+    wall = time.perf_counter() - started
+    final = history[-1]
+    config = {
+        "name": "hand-unet",
+        "version": f"{__version__}+{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M')}",
+        "training": {
+            "images": str(images_dir),
+            "keypoints": None if isinstance(keypoints, dict) else str(keypoints),
+            "n_train_annotated": len(train_grays),
+            "n_train_extra": len(kept_extra),
+            "n_validation": len(val_grays),
+            "validation_split": split_source,
+            "masks": masks_report,
+            "recipe": recipe,
+            "wall_clock_s": round(wall, 1),
+            "hardware": (torch.cuda.get_device_name(0) if device == "cuda"
+                         else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"),
+            "boneage_version": __version__,
+            "command": command,
+        },
+        "metrics": {
+            "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss", "seconds")},
+            "measured_on": f"{len(val_grays)} held-out annotated images at their own size (float32 weights); "
+                           "'refined' = classical masks refined with the 21 keypoints",
+        },
+    }
+    split_record = {"train_annotated": [i for i, _ in train_grays], "train_extra": [extra_grays[i][0] for i in kept_extra],
+                    "val": [i for i, _ in val_grays], "source": split_source}
+    model_dir = export_segmenter(out_dir / "model", segmenter, config, split=split_record)
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    log(f"exported {model_dir} after {wall / 60:.1f} min")
+    return {"model_dir": str(model_dir), "wall_clock_s": round(wall, 1), "validation": config["metrics"]["validation"],
+            "masks": {k: {"before": v["before"], "after": v["after"]} for k, v in masks_report.items() if v["n_with_keypoints"]}}
