@@ -54,7 +54,7 @@ def test_variants_outputs_and_combined_loss(name, local, patch):
     expected = parts["ordinal"] + parts["rpn"] + (parts["patch"] if patch else 0.0)
     assert float(parts["loss"].detach()) == pytest.approx(float(expected), rel=1e-6)
     # the ordinal part is exactly the head's BCE on the final logits
-    assert float(parts["ordinal"]) == pytest.approx(float(model.head.loss(out, months)), rel=1e-6)
+    assert float(parts["ordinal"]) == pytest.approx(float(model.head.loss(out, months).detach()), rel=1e-6)
     parts["loss"].backward()
     for module in [model.backbone.conv1, model.rpn.head.cls_logits, model.rpn.head.bbox_pred, model.roi_head.fc[0]]:
         grad = next(module.parameters()).grad
