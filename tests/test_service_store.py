@@ -275,3 +275,14 @@ def test_no_patient_data_in_logs(tmp_path, caplog):
     text = re.sub(r"\b[0-9a-f-]{16,}\b", "<id>", text)  # hex digits of ids and hashes may spell "150" by chance
     for private in (PATIENT_NAME, "PID-778899", "secret remark", "Dr Who", "131.5", "150"):
         assert private not in text
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://reader:s3cret@127.0.0.1:1/none", "nonsense://x"])
+def test_unusable_database_url_is_one_clear_error_without_the_password(tmp_path, url):
+    from boneage.service.store import DatabaseOpenError
+
+    with pytest.raises(DatabaseOpenError) as err:
+        AssessmentStore(tmp_path, url)
+    message = str(err.value)
+    assert "s3cret" not in message and len(message.splitlines()) == 1
+    assert message.startswith(("cannot open the assessment database", "cannot use database URL"))

@@ -455,7 +455,7 @@ def cmd_serve(args) -> int:
     from .service.app import serve
 
     serve(host=args.host, port=args.port, data_dir=args.data_dir, model=args.model, api_token=args.api_token,
-          max_upload_mb=args.max_upload_mb)
+          max_upload_mb=args.max_upload_mb, database_url=args.database_url)
     return 0
 
 
@@ -510,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-token", default=None, metavar="TOKEN",
                    help="require 'Authorization: Bearer TOKEN' on /api/* but /api/health (default: $BONEAGE_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=_positive_float, default=32.0, metavar="MB", help="largest image accepted")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="SQLAlchemy URL of the assessment database, e.g. postgresql+psycopg://user@host/db "
+                        "(default: $BONEAGE_DATABASE_URL, else SQLite in DIR)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled RSNA-layout collection")

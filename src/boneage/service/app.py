@@ -61,7 +61,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..errors import BoneAgeError, ImageReadError, InvalidInputError
-from .store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AssessmentStore, NotFound
+from .store import DATABASE_URL_ENV, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AssessmentStore, NotFound
 
 __all__ = ["API_TOKEN_ENV", "DATA_DIR_ENV", "DEFAULT_MAX_UPLOAD_MB", "create_app", "serve", "sniff_image"]
 
@@ -204,11 +204,11 @@ def _assessment_from_record(record: dict, picture: np.ndarray | None):
 class _Service:
     """The model, the store and the rendering of one running application."""
 
-    def __init__(self, data_dir: Path, model, max_upload_bytes: int):
+    def __init__(self, data_dir: Path, model, max_upload_bytes: int, database_url: str | None = None):
         from ..inference import Predictor
 
         self.predictor = model if hasattr(model, "predict_arrays") else Predictor(model)
-        self.store = AssessmentStore(data_dir)
+        self.store = AssessmentStore(data_dir, database_url)
         self.renders = self.store.data_dir / RENDERS_DIRNAME
         self.renders.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
@@ -451,6 +451,7 @@ def create_app(
     api_token: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     allowed_hosts: list[str] | None = None,
+    database_url: str | None = None,
 ) -> FastAPI:
     """The FastAPI application: API under ``/api``, UI at ``/``, docs at ``/docs``.
 
@@ -460,14 +461,16 @@ def create_app(
     the largest image accepted (413 above it). ``allowed_hosts``: when given, requests whose Host header
     names another host get 400 (``serve`` sets the loopback names when it listens on loopback, against
     DNS rebinding). A request that changes something and carries an ``Origin`` other than its own host
-    (a cross-site form or script) gets 403.
+    (a cross-site form or script) gets 403. ``database_url``: an SQLAlchemy URL (e.g.
+    ``postgresql+psycopg://user@host/db``) instead of the SQLite file in ``data_dir``; uploaded images
+    stay in ``data_dir`` either way.
     """
     if not (isinstance(max_upload_mb, (int, float)) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise InvalidInputError(f"max_upload_mb must be a positive number, got {max_upload_mb!r}")
     if api_token is not None and not str(api_token).strip():
         api_token = None
     max_upload_bytes = int(max_upload_mb * MB)
-    service = _Service(Path(data_dir), model, max_upload_bytes)
+    service = _Service(Path(data_dir), model, max_upload_bytes, database_url)
     too_large = f"the upload is larger than the {max_upload_mb:g} MB limit"
 
     @contextlib.asynccontextmanager
@@ -661,11 +664,13 @@ def serve(
     api_token: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     log_level: str = "info",
+    database_url: str | None = None,
 ) -> None:
     """Run the service with uvicorn until interrupted (``boneage serve``).
 
-    ``data_dir`` defaults to ``$BONEAGE_DATA_DIR`` and ``api_token`` to ``$BONEAGE_API_TOKEN``; with
-    neither data directory, :class:`~boneage.errors.InvalidInputError`.
+    ``data_dir`` defaults to ``$BONEAGE_DATA_DIR``, ``api_token`` to ``$BONEAGE_API_TOKEN`` and
+    ``database_url`` to ``$BONEAGE_DATABASE_URL`` (else SQLite in the data directory); with no data
+    directory, :class:`~boneage.errors.InvalidInputError`.
     """
     import uvicorn
 
@@ -678,15 +683,17 @@ def serve(
     except OSError as err:
         raise InvalidInputError(f"cannot use {data_dir} as the data directory ({err.strerror or err})") from None
     api_token = api_token or os.environ.get(API_TOKEN_ENV) or None
+    database_url = database_url or os.environ.get(DATABASE_URL_ENV) or None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are migration plumbing
     if not _is_loopback(host) and api_token is None:
         log.warning("listening on %s without an API token: anyone who can reach this port can read the "
                     "assessments (set --api-token or %s)", host, API_TOKEN_ENV)
     allowed_hosts = ["127.0.0.1", "localhost", "::1", "[::1]"] if _is_loopback(host) else None
     app = create_app(data_dir, model=model, api_token=api_token, max_upload_mb=max_upload_mb,
-                     allowed_hosts=allowed_hosts)
+                     allowed_hosts=allowed_hosts, database_url=database_url)
     log.info("boneage %s serving on http://%s:%s/ (API token %s)", __version__, host, port,
              "required" if api_token else "not required")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

@@ -774,6 +774,9 @@ def add_cli_subcommand(sub) -> None:
     p.add_argument("--ae-title", type=_cli_ae_title, default="BONEAGE", help="this node's AE title (default BONEAGE)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="database, received images and outbox/ (default: $BONEAGE_DATA_DIR)")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="SQLAlchemy URL of the assessment database, e.g. postgresql+psycopg://user@host/db "
+                        "(default: $BONEAGE_DATABASE_URL, else SQLite in DIR)")
     p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
     p.add_argument("--destination", type=_cli_destination, default=None, metavar="AE@HOST:PORT",
                    help="send the results here by C-STORE (default: only write them to DIR/outbox)")
@@ -805,10 +808,10 @@ def run_command(args) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO lines name SOP instance UIDs
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from ..inference import Predictor
-    from .store import AssessmentStore
+    from .store import DATABASE_URL_ENV, AssessmentStore
 
     predictor = Predictor(args.model, threads=args.threads)
-    with AssessmentStore(data_dir) as store:
+    with AssessmentStore(data_dir, args.database_url or os.environ.get(DATABASE_URL_ENV) or None) as store:
         node = DicomNode(predictor, store, ae_title=args.ae_title, port=args.port, host=args.host,
                          destination=args.destination)
         if threading.current_thread() is threading.main_thread():

@@ -33,14 +33,16 @@ from typing import Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ..errors import BoneAgeError, InvalidInputError
 
 __all__ = [
     "DATABASE_FILENAME",
+    "DATABASE_URL_ENV",
+    "DatabaseOpenError",
     "DECISIONS",
     "IMAGES_DIRNAME",
     "MAX_COMMENT_CHARS",
@@ -62,6 +64,7 @@ SOURCES = ("api", "ui", "dicom", "cli")
 STATUSES = ("ok", "rejected")
 DECISIONS = ("accepted", "corrected")
 MAX_PAGE_SIZE = 200
+DATABASE_URL_ENV = "BONEAGE_DATABASE_URL"  # read by `boneage serve` and `boneage dicom-node`
 DEFAULT_PAGE_SIZE = 50
 MAX_COMMENT_CHARS = 2000
 MAX_NAME_CHARS = 200
@@ -80,6 +83,22 @@ _SUFFIX_RE = re.compile(r"^\.[a-z0-9]{1,10}$")
 
 class NotFound(BoneAgeError):
     """No assessment (or no stored image) with the given id."""
+
+
+class DatabaseOpenError(BoneAgeError):
+    """The database cannot be reached or used (bad URL, server down, wrong credentials)."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _hidden(url) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparseable: say nothing of it that could hold a password
+        return "(unparseable)"
 
 
 class DatabaseVersionError(BoneAgeError):
@@ -355,11 +374,19 @@ class AssessmentStore:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         if database_url is None:
             database_url = URL.create("sqlite", database=str(self.data_dir / DATABASE_FILENAME))
-        self._engine = _create_engine(database_url)
+        try:
+            self._engine = _create_engine(database_url)
+        except (SQLAlchemyError, ValueError, ImportError) as err:  # a malformed URL, a missing driver
+            raise DatabaseOpenError(f"cannot use database URL {_hidden(database_url)}: {_first_line(err)}") from None
         self._closed = False
         self._lock = threading.Lock()
         try:
             self.schema_revision = _upgrade(self._engine)
+        except SQLAlchemyError as err:  # server unreachable, wrong credentials, no such database
+            self._engine.dispose()
+            raise DatabaseOpenError(
+                f"cannot open the assessment database {self._engine.url.render_as_string(hide_password=True)}: "
+                f"{_first_line(err)}") from None
         except BaseException:
             self._engine.dispose()
             raise
