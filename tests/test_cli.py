@@ -248,3 +248,19 @@ def test_predict_explain_folder_must_be_creatable(capsys, images, tiny_model_dir
     code, err = exit_.value.code, capsys.readouterr().err
     assert code == 2
     assert_one_line_error(err, "--explain", "cannot create folder")
+
+
+def test_bad_input_sizes_give_one_line_or_a_result(capsys, tmp_path, tiny_model_dir):
+    """All-black and 10x10 images are refused in one line; an 8000x8000 radiograph is assessed."""
+    Image.fromarray(np.zeros((400, 300), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((10, 10), 128, np.uint8)).save(tmp_path / "tiny.png")
+    hand = hand_phantom(120, "F", 500, np.random.default_rng(0))
+    Image.fromarray(hand).resize((8000, 8000)).save(tmp_path / "huge.png", compress_level=1)
+    for name, needle in (("black.png", "blank"), ("tiny.png", "too small")):
+        code, out, err = run(capsys, "predict", tmp_path / name, "--sex", "F", "--model", tiny_model_dir)
+        assert code == 2 and out == ""
+        assert_one_line_error(err, needle)
+        assert len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, "predict", tmp_path / "huge.png", "--sex", "F", "--model", tiny_model_dir, "--json")
+    assert code == 0, err
+    assert 0 <= json.loads(out)[0]["bone_age_months"] <= 228
