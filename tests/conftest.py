@@ -29,41 +29,33 @@ def rsna512() -> Path:
     return require_shared(RSNA_512)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """An exported (untrained) small model: for CLI plumbing tests that need no accuracy."""
+def export_tiny_model(folder: Path, label: str, name: str, **kwargs) -> Path:
+    """Export an untrained, seeded registered model at 64 x 64 px: for plumbing tests that need no accuracy."""
     import torch
 
     from boneage.models import create_model, export_model
     from boneage.preprocess import PreprocessConfig
 
     torch.manual_seed(0)
-    model = create_model("global_resnet18", width=0.25, head="ordinal", label_range=[0.0, 228.0])
+    model = create_model(name, label_range=[0.0, 228.0], **kwargs)
     config = {
-        "name": "tiny-test",
+        "name": label,
         "version": "test",
         "model": model.boneage_spec,
         "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
         "labels": {"unit": "months", "min": 0.0, "max": 228.0},
     }
-    return export_model(tmp_path_factory.mktemp("tiny_model"), model.eval(), config)
+    return export_model(folder, model.eval(), config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An exported (untrained) small model: for CLI plumbing tests that need no accuracy."""
+    return export_tiny_model(tmp_path_factory.mktemp("tiny_model"), "tiny-test", "global_resnet18", width=0.25, head="ordinal")
 
 
 @pytest.fixture(scope="session")
 def tiny_alanet_dir(tmp_path_factory) -> Path:
     """An exported (untrained) small ALA-Net: ROIs for evidence and plumbing tests."""
-    import torch
-
-    from boneage.models import create_model, export_model
-    from boneage.preprocess import PreprocessConfig
-
-    torch.manual_seed(0)
-    model = create_model("alanet18", width=0.25, head="ordinal", label_range=[0.0, 228.0], max_pool=False)
-    config = {
-        "name": "tiny-alanet-test",
-        "version": "test",
-        "model": model.boneage_spec,
-        "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
-        "labels": {"unit": "months", "min": 0.0, "max": 228.0},
-    }
-    return export_model(tmp_path_factory.mktemp("tiny_alanet"), model.eval(), config)
+    return export_tiny_model(tmp_path_factory.mktemp("tiny_alanet"), "tiny-alanet-test", "alanet18", width=0.25, head="ordinal",
+                             max_pool=False)

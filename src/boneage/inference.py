@@ -15,23 +15,13 @@ import numpy as np
 import torch
 
 from .errors import BoneAgeError, InvalidInputError
-from .io import RadiographImage, read_image
+from .io import RadiographImage, normalize_sex, read_image
 from .models import LoadedModel, load_model
 from .preprocess import PreprocessConfig, preprocess_image, to_model_input
 
 __all__ = ["Predictor", "Prediction", "predict_images", "predict_rois", "roi_model", "format_months", "normalize_sex", "TTA_MODES"]
 
 TTA_MODES = (None, "none", "hflip")
-
-
-def normalize_sex(value) -> str:
-    """'M'/'F' from user input (M, F, male, female; any case); anything else is an error."""
-    text = str(value).strip().lower() if value is not None else ""
-    if text in ("m", "male"):
-        return "M"
-    if text in ("f", "female"):
-        return "F"
-    raise InvalidInputError(f"sex must be M or F, got {value!r}")
 
 
 def format_months(months: float) -> str:
@@ -46,6 +36,27 @@ def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """The model in eval mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _input_batches(images, males, preprocess: PreprocessConfig, batch_size: int, device: torch.device):
+    """``(N, H, W)`` images (uint8 0-255 or [0, 1]) and sexes -> ``(x, male)`` model-input batches."""
+    images = torch.as_tensor(images)
+    males = torch.as_tensor(np.asarray(males, dtype=np.float32))
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size]
+        x = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
+        yield to_model_input(x.unsqueeze(1), preprocess).to(device), males[start : start + batch_size].to(device)
 
 
 @torch.inference_mode()
@@ -71,20 +82,12 @@ def predict_images(
     if tta not in TTA_MODES:
         raise InvalidInputError(f"test-time augmentation {tta!r} unknown; choose from {TTA_MODES}")
     device = torch.device(device)
-    images = torch.as_tensor(images)
-    males = torch.as_tensor(np.asarray(males, dtype=np.float32))
-    was_training = model.training
-    model.eval()
     out, spread = [], []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size]
-            x = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
-            x = to_model_input(x.unsqueeze(1), preprocess).to(device)
+    with _evaluating(model):
+        for x, male in _input_batches(images, males, preprocess, batch_size, device):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             views = [x, torch.flip(x, dims=[3])] if tta == "hflip" else [x]
-            male = males[start : start + batch_size].to(device)
             months, members = 0.0, None
             for view in views:
                 with _autocast(device, precision):
@@ -95,8 +98,6 @@ def predict_images(
             out.append(months)
             if members is not None:
                 spread.append(members.std(dim=1, unbiased=False))
-    finally:
-        model.train(was_training)
     months = torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
     if not with_sd:
         return months
@@ -122,22 +123,12 @@ def predict_rois(model: torch.nn.Module, images, males, preprocess: PreprocessCo
     module = roi_model(model)
     if module is None:
         raise InvalidInputError("this model has no anatomical ROIs (only ALA-Net models with a region proposal network do)")
-    device = torch.device(device)
-    images = torch.as_tensor(images)
-    males = torch.as_tensor(np.asarray(males, dtype=np.float32))
-    was_training = module.training
-    module.eval()
     boxes, scores = [], []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size]
-            x = chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()
-            x = to_model_input(x.unsqueeze(1), preprocess).to(device)
-            outputs = module(x, males[start : start + batch_size].to(device))
+    with _evaluating(module):
+        for x, male in _input_batches(images, males, preprocess, batch_size, torch.device(device)):
+            outputs = module(x, male)
             boxes.append(outputs["rois"].float().cpu())
             scores.append(outputs["roi_scores"].float().cpu())
-    finally:
-        module.train(was_training)
     return torch.cat(boxes).numpy(), torch.cat(scores).numpy()
 
 

@@ -10,6 +10,7 @@ from boneage.data import hand_phantom
 from boneage.explain import _to_display, display_image, explain_image, gradcam, save_evidence
 from boneage.inference import Predictor, predict_rois
 from boneage.preprocess import PreprocessConfig
+from tests.conftest import export_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +82,7 @@ def test_models_without_rois_refuse_predict_rois(tiny_model_dir, phantom):
 @pytest.fixture(scope="module")
 def tiny_attention_dir(tmp_path_factory):
     """An exported (untrained) small residual attention network: six attention modules."""
-    from boneage.models import create_model, export_model
-
-    torch.manual_seed(0)
-    model = create_model("residual_attention", width=0.125, label_range=[0.0, 228.0])
-    config = {
-        "name": "tiny-attention-test",
-        "version": "test",
-        "model": model.boneage_spec,
-        "preprocess": PreprocessConfig(image_size=(64, 64)).to_dict(),
-        "labels": {"unit": "months", "min": 0.0, "max": 228.0},
-    }
-    return export_model(tmp_path_factory.mktemp("tiny_attention"), model.eval(), config)
+    return export_tiny_model(tmp_path_factory.mktemp("tiny_attention"), "tiny-attention-test", "residual_attention", width=0.125)
 
 
 def test_attention_evidence_has_one_panel_per_module(tiny_attention_dir, phantom, tmp_path):

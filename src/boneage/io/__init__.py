@@ -4,6 +4,6 @@
 >>> image.pixels.shape, image.meta.sex, image.meta.pixel_spacing_mm
 """
 
-from .readers import ImageMeta, RadiographImage, read_image, register_reader, supported_suffixes
+from .readers import ImageMeta, RadiographImage, normalize_sex, read_image, register_reader, supported_suffixes
 
-__all__ = ["ImageMeta", "RadiographImage", "read_image", "register_reader", "supported_suffixes"]
+__all__ = ["ImageMeta", "RadiographImage", "normalize_sex", "read_image", "register_reader", "supported_suffixes"]

@@ -20,9 +20,19 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, InvalidInputError
 
 __all__ = ["ImageMeta", "RadiographImage", "read_image", "register_reader", "supported_suffixes"]
+
+
+def normalize_sex(value) -> str:
+    """'M'/'F' from user input (M, F, male, female; any case); anything else is an InvalidInputError."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("m", "male"):
+        return "M"
+    if text in ("f", "female"):
+        return "F"
+    raise InvalidInputError(f"sex must be M or F, got {value!r}")
 
 
 @dataclasses.dataclass

@@ -740,16 +740,6 @@ def _cli_port(value: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _cli_positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _cli_ae_title(value: str) -> str:
     try:
         return validate_ae_title(value)
@@ -767,6 +757,8 @@ def _cli_destination(value: str) -> Destination:
 def add_cli_subcommand(sub) -> None:
     """``boneage dicom-node [--host H] [--port N] [--ae-title AE] [--data-dir DIR] [--model PATH]
     [--destination AE@HOST:PORT]`` on the ``boneage`` command's subparsers."""
+    from ..cli import _positive_int  # the command's own argument types (cli is loaded: it calls this)
+
     p = sub.add_parser("dicom-node", help="DICOM node: assess CR/DX hand radiographs sent by C-STORE and "
                                           "send back a Secondary Capture and a text SR")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -780,7 +772,7 @@ def add_cli_subcommand(sub) -> None:
     p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
     p.add_argument("--destination", type=_cli_destination, default=None, metavar="AE@HOST:PORT",
                    help="send the results here by C-STORE (default: only write them to DIR/outbox)")
-    p.add_argument("--threads", type=_cli_positive, default=None, help="CPU threads for inference")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
     p.set_defaults(func=run_command)
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ..errors import BoneAgeError, InvalidInputError
+from ..io import normalize_sex
 
 __all__ = [
     "DATABASE_FILENAME",
@@ -275,15 +276,6 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _normalize_sex(value) -> str:
-    text = str(value).strip().lower() if value is not None else ""
-    if text in ("m", "male"):
-        return "M"
-    if text in ("f", "female"):
-        return "F"
-    raise InvalidInputError(f"sex must be M or F, got {value!r}")
-
-
 def _optional_number(value, name: str, low: float | None = None, high: float | None = None) -> float | None:
     if value is None:
         return None
@@ -492,7 +484,7 @@ class AssessmentStore:
         source_text = str(source).strip().lower() if source is not None else ""
         if source_text not in SOURCES:
             raise InvalidInputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-        sex = _normalize_sex(inputs.get("sex"))
+        sex = normalize_sex(inputs.get("sex"))
         chronological_age = _optional_number(inputs.get("chronological_age_months"), "chronological_age_months", 0.0)
         height = _optional_number(inputs.get("height_cm"), "height_cm", 0.0)
         if not isinstance(result, dict):
