@@ -251,12 +251,13 @@ def test_predict_explain_folder_must_be_creatable(capsys, images, tiny_model_dir
 
 
 def test_bad_input_sizes_give_one_line_or_a_result(capsys, tmp_path, tiny_model_dir):
-    """All-black and 10x10 images are refused in one line; an 8000x8000 radiograph is assessed."""
+    """All-black, 10x10 and handless (noise) images are refused in one line; an 8000x8000 radiograph is assessed."""
     Image.fromarray(np.zeros((400, 300), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)).save(tmp_path / "noise.png")
     Image.fromarray(np.full((10, 10), 128, np.uint8)).save(tmp_path / "tiny.png")
     hand = hand_phantom(120, "F", 500, np.random.default_rng(0))
     Image.fromarray(hand).resize((8000, 8000)).save(tmp_path / "huge.png", compress_level=1)
-    for name, needle in (("black.png", "blank"), ("tiny.png", "too small")):
+    for name, needle in (("black.png", "blank"), ("tiny.png", "too small"), ("noise.png", "no hand found")):
         code, out, err = run(capsys, "predict", tmp_path / name, "--sex", "F", "--model", tiny_model_dir)
         assert code == 2 and out == ""
         assert_one_line_error(err, needle)

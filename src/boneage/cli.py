@@ -394,7 +394,11 @@ def cmd_train(args) -> int:
         cache_dir=args.cache_dir, keypoints=args.keypoints, annotated_only=args.annotated_only, model=args.model,
         head=args.head, width=args.width, label_range=args.label_range,
         model_kwargs={"max_pool": args.max_pool},
-        preprocess=PreprocessConfig(image_size=args.image_size, resize=args.resize, normalization=args.normalization),
+        preprocess=PreprocessConfig(
+            image_size=args.image_size, resize=args.resize, normalization=args.normalization, hand=args.hand,
+            crop_margin=args.crop_margin, fix_inversion=args.fix_inversion,
+            contrast="hand" if args.hand_contrast else "image", segmenter=args.segmenter,
+        ),
         augment=augment, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         ema_decay=args.ema_decay, val_every=args.val_every, max_steps=args.max_steps, seed=args.seed, device=args.device,
@@ -561,6 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image-size", type=_size_arg, default=(100, 100), metavar="N|HxW")
     m.add_argument("--resize", default="stretch", choices=["stretch", "pad"])
     m.add_argument("--normalization", default="percentile", choices=["percentile", "minmax"])
+    h = p.add_argument_group("hand clean-up (stored with the model; predict applies it the same way)")
+    h.add_argument("--hand", default="none", choices=["none", "mask", "crop", "crop_mask"],
+                   help="use the hand segmenter's mask: blank what is outside the hand, crop to it, or both")
+    h.add_argument("--crop-margin", type=float, default=0.05, help="added to the hand's box, fraction of its size")
+    h.add_argument("--fix-inversion", action="store_true", help="detect white-background images and invert them")
+    h.add_argument("--hand-contrast", action="store_true",
+                   help="percentile normalisation over the hand's pixels instead of the whole image")
+    h.add_argument("--segmenter", default="default", metavar="PATH",
+                   help="hand segmenter folder (default: the one shipped with boneage)")
     a = p.add_argument_group("augmentation")
     a.add_argument("--no-augment", action="store_true")
     a.add_argument("--hflip", type=float, default=0.5, help="probability")

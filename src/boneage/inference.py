@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BoneAgeError, InvalidInputError
+from .errors import BoneAgeError, InvalidInputError, UnusableImageError
 from .io import RadiographImage, normalize_sex, read_image
 from .models import LoadedModel, load_model
 from .preprocess import PreprocessConfig, preprocess_image, to_model_input
@@ -160,14 +160,25 @@ class Prediction:
 
 
 class Predictor:
-    """A loaded model plus its preprocessing; reads files and predicts bone ages."""
+    """A loaded model plus its preprocessing; reads files and predicts bone ages.
 
-    def __init__(self, model: LoadedModel | str | Path | None = None, *, threads: int | None = None):
+    Every image is checked for a hand before it is assessed (:meth:`HandSegmenter.check_hand
+    <boneage.segmentation.HandSegmenter.check_hand>` of the shipped segmenter; ``check_hand=False``
+    skips it). A model whose preprocessing masks or crops the hand gets its mask from the
+    segmenter named in its config, which refuses a handless image by itself.
+    """
+
+    def __init__(self, model: LoadedModel | str | Path | None = None, *, threads: int | None = None,
+                 check_hand: bool = True):
+        from .segmentation import cached_segmenter, hand_masker
+
         if threads:
             torch.set_num_threads(threads)
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.preprocess = self.loaded.preprocess
         self.tta = self.loaded.tta
+        self.hand_mask = hand_masker(self.preprocess, check=check_hand)
+        self.hand_checker = cached_segmenter("default") if check_hand and self.hand_mask is None else None
 
     def prepare(self, path: str | Path, sex: str | None = None) -> tuple[np.ndarray, str, str]:
         """Read and preprocess one file -> ``(uint8 image, sex, sex_source)``; raises BoneAgeError."""
@@ -185,8 +196,42 @@ class Predictor:
             sex, sex_source = image.meta.sex, "dicom"
         else:
             raise InvalidInputError(f"{source}: sex unknown; pass --sex M or --sex F (the file does not say)")
-        image01 = preprocess_image(image.pixels, self.preprocess, source=source)
+        image01 = preprocess_image(image.pixels, self.preprocess, source=source, hand_mask=self.hand_mask)
+        if self.hand_checker is not None:
+            self._check_hand(image.pixels, source)
         return np.round(image01 * 255.0).astype(np.uint8), sex, sex_source
+
+    def _check_hand(self, pixels: np.ndarray, source: str) -> None:
+        """Refuse an image that shows no hand, or shows it inverted to a model that does not undo
+        inversion (either would give a number that means nothing). The check runs on the segmenter's
+        own input (its size and normalisation), whatever the model's input size."""
+        from .preprocess.masks import NoHandFoundError, fix_inversion, is_inverted
+
+        image01 = self.hand_checker.prepare(pixels, source)
+        if self.preprocess.fix_inversion:
+            image01, _ = fix_inversion(image01)
+
+        def evidence(image):
+            try:
+                return self.hand_checker.check_prepared(image, source), None
+            except NoHandFoundError as err:
+                return None, err
+
+        found, error = evidence(image01)
+        if self.preprocess.fix_inversion or not is_inverted(image01):
+            if error is not None:
+                raise error
+            return
+        # A white background: inverted if the inverted image shows a hand more clearly.
+        flipped, _ = evidence(1.0 - image01)
+        if flipped is None or (found is not None and found["contrast"] >= flipped["contrast"]):
+            if error is not None:
+                raise error
+            return
+        raise UnusableImageError(
+            f"{source}: the image looks inverted (white background, dark bones), which this model was not "
+            "trained on; invert it back, or use a model trained with --fix-inversion"
+        )
 
     def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""

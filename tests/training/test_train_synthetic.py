@@ -49,6 +49,24 @@ def test_training_learns_phantom_ages(phantoms, tmp_path):
         assert (tmp_path / "run" / name).exists(), name
 
 
+def test_training_with_hand_clean_up_records_it_in_the_model(phantoms, tmp_path):
+    """A model trained on segmented inputs stores the clean-up and the segmenter version, and its
+    predictions go through the same clean-up."""
+    from boneage.inference import Predictor
+    from boneage.segmentation import cached_segmenter
+
+    preprocess = PreprocessConfig(image_size=(64, 64), hand="crop_mask", contrast="hand")
+    train(_config(phantoms, tmp_path / "seg", epochs=1, max_steps=2, preprocess=preprocess), log=lambda *a: None)
+    config = json.loads((tmp_path / "seg" / "model" / "config.json").read_text())
+    assert config["preprocess"]["hand"] == "crop_mask" and config["preprocess"]["contrast"] == "hand"
+    assert config["preprocess"]["segmenter_version"] == cached_segmenter().info["version"]
+    predictor = Predictor(tmp_path / "seg" / "model")
+    assert predictor.hand_mask is not None and predictor.hand_checker is None
+    image_dir, _ = phantoms
+    prediction = predictor.predict_files([sorted(Path(image_dir).glob("*.png"))[0]], sex="F")[0]
+    assert prediction.error is None and 0 <= prediction.bone_age_months <= 228
+
+
 def test_killed_run_resumes_to_the_same_result(phantoms, tmp_path):
     full = train(_config(phantoms, tmp_path / "full", epochs=3), log=lambda *a: None)
     steps_per_epoch = full["steps"] // 3

@@ -220,8 +220,13 @@ def load_images(
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = False,
+    hand_mask=None,
 ) -> np.ndarray:
     """Decode and preprocess every sample into a ``(N, H, W)`` uint8 array (0-255 = [0, 1]).
+
+    ``hand_mask`` is the mask function a config with hand clean-up needs (see
+    :func:`~boneage.preprocess.preprocess_image`); an image where it finds no hand is an error
+    naming the sample, as an unreadable one is.
 
     With ``cache_dir`` the array is stored as ``.npy`` keyed by the files and the config, so a second
     run with the same data starts at once. An unreadable image raises :class:`DatasetError` naming it.
@@ -234,7 +239,7 @@ def load_images(
 
     def one(sample: Sample) -> np.ndarray:
         try:
-            image = preprocess_image(read_image(sample.path).pixels, config, source=sample.path)
+            image = preprocess_image(read_image(sample.path).pixels, config, source=sample.path, hand_mask=hand_mask)
         except BoneAgeError as err:
             raise DatasetError(f"sample {sample.id}: {err}") from None
         return np.round(image * 255.0).astype(np.uint8)

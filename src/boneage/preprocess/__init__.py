@@ -9,6 +9,7 @@ from .transforms import (
     resize_image,
     to_grayscale,
     to_model_input,
+    working_image,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "resize_image",
     "to_grayscale",
     "to_model_input",
+    "working_image",
 ]

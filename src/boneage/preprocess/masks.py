@@ -27,12 +27,14 @@ __all__ = [
     "apply_mask",
     "check_hand_found",
     "classical_hand_mask",
+    "clean_up_hand",
     "crop_to_mask",
     "fill_holes",
     "fix_inversion",
     "is_inverted",
     "keep_largest_component",
     "keypoint_coverage",
+    "mask_solidity",
     "otsu_thresholds",
     "postprocess_mask",
     "smooth_mask",
@@ -93,8 +95,9 @@ def _most_central_component(mask: np.ndarray, core: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(overlap)) + 1
 
 
-def _solidity(mask: np.ndarray) -> float:
-    """Area of a non-empty mask over the area of the convex hull of its pixels' corners (1 for a rectangle)."""
+def mask_solidity(mask: np.ndarray) -> float:
+    """Area of a non-empty mask over the area of the convex hull of its pixels' corners (1 for a
+    rectangle; a spread hand is about 0.4-0.9)."""
     rows, cols = np.nonzero(mask)
     corners = np.concatenate([np.stack([rows + dy, cols + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
     return float(mask.sum() / ConvexHull(corners).volume)  # in 2-D the hull's "volume" is its area
@@ -277,7 +280,7 @@ def classical_hand_mask(
 
     mask = grow(np.ones(image.shape, dtype=bool), inset >= SEED_INSET)
     for _ in range(FIELD_ROUNDS):
-        if not mask.any() or _solidity(mask) < FIELD_SOLIDITY:
+        if not mask.any() or mask_solidity(mask) < FIELD_SOLIDITY:
             break
         field = ndimage.binary_erosion(mask, _disk(close_radius))
         inner = grow(field, field) if field.any() else field
@@ -351,3 +354,39 @@ def check_hand_found(mask: np.ndarray, min_fraction: float = 0.02, source: str =
             f"{source}: no hand found (the hand mask covers {fraction:.1%} of the image, "
             f"needs at least {min_fraction:.1%}); is this a hand radiograph?"
         )
+
+
+def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask", margin: float = 0.05,
+                  contrast: str = "image", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """The clean-up of a [0, 1] image with its hand mask, as the segmentation bone age papers do it.
+
+    1. ``contrast='hand'``: re-stretch intensities to the ``percentiles`` of the hand's pixels, so
+       that bright letters, rulers and a grey background do not set the contrast of the bones;
+    2. ``mode`` ``'mask'`` or ``'crop_mask'``: every pixel outside the hand is set to 0;
+    3. ``mode`` ``'crop'`` or ``'crop_mask'``: crop to the hand's box grown by ``margin`` (see
+       :func:`crop_to_mask`).
+
+    ``mode='none'`` with ``contrast='image'`` returns the image unchanged. An empty mask raises
+    :class:`NoHandFoundError`.
+    """
+    image = _as_image(image01)
+    mask = _as_mask(mask)
+    if image.shape != mask.shape:
+        raise InvalidInputError(f"image {image.shape} and mask {mask.shape} differ in size")
+    if mode not in ("none", "mask", "crop", "crop_mask"):
+        raise InvalidInputError(f"hand clean-up {mode!r} unknown; choose from ('none', 'mask', 'crop', 'crop_mask')")
+    if mode == "none" and contrast == "image":
+        return image
+    if not mask.any():
+        raise NoHandFoundError("no hand found in the image (the hand mask is empty); is this a hand radiograph?")
+    if contrast == "hand":
+        low, high = np.percentile(image[mask], percentiles)
+        if high > low:
+            image = np.clip((image - low) * (1.0 / (high - low)), 0.0, 1.0).astype(np.float32)
+    elif contrast != "image":
+        raise InvalidInputError(f"contrast {contrast!r} unknown; choose from ('image', 'hand')")
+    if mode in ("mask", "crop_mask"):
+        image = apply_mask(image, mask)
+    if mode in ("crop", "crop_mask"):
+        image, _ = crop_to_mask(image, mask, margin)
+    return image

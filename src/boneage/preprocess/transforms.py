@@ -15,17 +15,22 @@ from ..errors import InvalidInputError, UnusableImageError
 
 __all__ = [
     "PreprocessConfig",
+    "HAND_MODES",
     "check_usable",
     "normalize_intensity",
     "preprocess_image",
     "resize_image",
     "to_grayscale",
     "to_model_input",
+    "working_image",
 ]
 
 MIN_IMAGE_SIDE = 32  # px; smaller images hold no assessable anatomy
 RESIZE_POLICIES = ("stretch", "pad")
 NORMALIZATIONS = ("percentile", "minmax")
+HAND_MODES = ("none", "mask", "crop", "crop_mask")  # what the hand mask is used for
+CONTRASTS = ("image", "hand")  # intensity percentiles taken over the whole image or over the hand
+HAND_WORK_SIDE = 512  # px; the long side an image is reduced to (at most) before it is segmented
 
 
 @dataclasses.dataclass
@@ -38,10 +43,27 @@ class PreprocessConfig:
     percentiles: tuple[float, float] = (0.5, 99.5)
     mean: float = 0.5  # standardisation of the [0, 1] image before the network
     std: float = 0.25
+    # Clean-up with a hand mask (the segmenter named below): "mask" sets everything outside the hand
+    # to 0 (letters, markers, rulers), "crop" crops to the hand's box grown by crop_margin, "crop_mask"
+    # does both. "none" (and the defaults below) is the plain pipeline of models trained before.
+    hand: str = "none"
+    crop_margin: float = 0.05  # fraction of the hand box's height/width added on each side
+    fix_inversion: bool = False  # detect a white background and invert the image back
+    contrast: str = "image"  # "hand": percentile normalisation over the hand's pixels only
+    segmenter: str = "default"  # the segmenter folder, or "default" (the one shipped in the package)
+    segmenter_version: str | None = None  # the version trained with; another one is refused
 
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
         self.percentiles = tuple(float(v) for v in self.percentiles)
+        if self.hand not in HAND_MODES:
+            raise InvalidInputError(f"hand clean-up {self.hand!r} unknown; choose from {HAND_MODES}")
+        if self.contrast not in CONTRASTS:
+            raise InvalidInputError(f"contrast {self.contrast!r} unknown; choose from {CONTRASTS}")
+        if not 0.0 <= float(self.crop_margin) <= 1.0:
+            raise InvalidInputError(f"crop_margin must be between 0 and 1, got {self.crop_margin}")
+        self.crop_margin = float(self.crop_margin)
+        self.fix_inversion = bool(self.fix_inversion)
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise InvalidInputError(f"image_size must be two sizes of at least 8 px, got {self.image_size}")
         if self.resize not in RESIZE_POLICIES:
@@ -50,6 +72,11 @@ class PreprocessConfig:
             raise InvalidInputError(
                 f"normalization {self.normalization!r} unknown; choose from {NORMALIZATIONS}"
             )
+
+    @property
+    def uses_segmenter(self) -> bool:
+        """True when preprocessing needs a hand mask (clean-up or hand contrast)."""
+        return self.hand != "none" or self.contrast == "hand"
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -158,14 +185,48 @@ def resize_image(image: np.ndarray, size: tuple[int, int], policy: str = "stretc
     return out
 
 
-def preprocess_image(pixels: np.ndarray, config: PreprocessConfig, source: str = "image") -> np.ndarray:
+def working_image(image01: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """``image01`` with its long side reduced to ``max(HAND_WORK_SIDE, 2 x the input size)`` (aspect
+    kept; smaller images unchanged): the resolution at which the hand is segmented and cropped."""
+    side = max(HAND_WORK_SIDE, 2 * max(config.image_size))
+    height, width = image01.shape
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image01
+    return resize_image(image01, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def preprocess_image(pixels: np.ndarray, config: PreprocessConfig, source: str = "image",
+                     hand_mask=None) -> np.ndarray:
     """Decoded pixels -> float32 ``(H, W)`` in [0, 1] at ``config.image_size``.
 
-    Raises :class:`UnusableImageError` (naming ``source``) for blank or tiny images.
+    grayscale -> refuse blank/tiny images -> percentile normalisation -> (``fix_inversion``) ->
+    (hand clean-up) -> resize. The hand clean-up (``config.uses_segmenter``) works on
+    :func:`working_image` and needs ``hand_mask``, a callable ``(image01, source) -> bool mask`` of
+    the same size that raises :class:`~boneage.preprocess.masks.NoHandFoundError` when there is no
+    hand (:func:`boneage.segmentation.hand_masker` builds it from the config); see
+    :func:`~boneage.preprocess.masks.clean_up_hand` for the steps.
+
+    Raises :class:`UnusableImageError` (naming ``source``) for blank or tiny images and images with no hand.
     """
     gray = to_grayscale(pixels)
     check_usable(gray, source)
     norm = normalize_intensity(gray, config.normalization, config.percentiles)
+    if config.fix_inversion:
+        from .masks import fix_inversion
+
+        norm, _ = fix_inversion(norm)
+    if config.uses_segmenter:
+        from .masks import clean_up_hand
+
+        if hand_mask is None:
+            raise InvalidInputError(
+                f"this preprocessing (hand={config.hand!r}, contrast={config.contrast!r}) needs a hand segmenter; "
+                "build the mask function with boneage.segmentation.hand_masker(config)"
+            )
+        work = working_image(norm, config)
+        norm = clean_up_hand(work, hand_mask(work, source), config.hand, config.crop_margin, config.contrast,
+                             config.percentiles)
     return resize_image(norm, config.image_size, config.resize)
 
 

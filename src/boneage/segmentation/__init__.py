@@ -6,8 +6,10 @@ Where this sits in the pipeline: a layer between ``preprocess`` and ``models``. 
 depends on it. It is not a separate bone age model, so it is not in the model registry (the
 registry, ``boneage models`` and the tests that run every registered model are about bone age);
 it has its own artefact format (``boneage-segmenter``), so a segmenter folder can never be loaded
-as a bone age model or the other way round. A model that wants masked or cropped inputs calls
-:meth:`HandSegmenter.predict_mask` in its preprocessing; none does so by default yet.
+as a bone age model or the other way round. A model that wants masked or cropped inputs says so
+in its :class:`~boneage.preprocess.PreprocessConfig` (``hand``, ``contrast``, ``segmenter``);
+:func:`hand_masker` turns that config into the mask function the preprocessing calls, and
+:meth:`HandSegmenter.check_hand` is the "no hand found" refusal of inference.
 
 * :mod:`.training_masks`: classical masks refined with the 21 hand keypoints (the training
   targets), Dice and IoU.
@@ -21,8 +23,10 @@ from .render import mask_outline, overlay_mask
 from .segmenter import (
     SEGMENTER_FORMAT,
     HandSegmenter,
+    cached_segmenter,
     default_segmenter_path,
     export_segmenter,
+    hand_masker,
     load_segmenter,
 )
 from .training_masks import (
@@ -41,9 +45,11 @@ __all__ = [
     "SEGMENTER_FORMAT",
     "HandSegmenter",
     "TrainingMasks",
+    "cached_segmenter",
     "default_segmenter_path",
     "dice_score",
     "export_segmenter",
+    "hand_masker",
     "iou_score",
     "keypoint_radius",
     "keypoints_inside",

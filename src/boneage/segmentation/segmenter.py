@@ -9,6 +9,18 @@ the steps around it that turn any radiograph into a hand mask at the image's own
            -> postprocess_mask (largest component, holes filled, optional smoothing)
            -> check_hand_found (NoHandFoundError when the mask is empty or too small)
 
+and the "is there a hand at all" check (:meth:`HandSegmenter.check_hand`, on the U-Net's own grid):
+the mask must cover ``min_fraction`` of the image; it must not be a convex block (solidity above
+``max_solidity``: a collimated field, a plate, a rectangle, never a hand with its fingers); the
+U-Net must be sure of its pixels (mean ``|2p - 1|`` at least ``min_confidence``); and what it
+outlines must be brighter than the rest (``min_contrast``: not an empty plate with a marker, noise
+or a texture). The limits were set on the shipped segmenter's output for every hand in
+``../shared/data`` (11,611 RSNA 100 px, 40 RSNA 512 px and 133 DHA images, as the default model
+sees them): solidity at most 0.947 and confidence at least 0.78 there; the contrast test refuses
+about 0.1% of them, RSNA images whose hand lies inside a bright frame (the message says to crop the
+frame away). It is a check for images with nothing hand-like, not a hand recogniser: a smooth
+bright blob or a bright rectangle passes it.
+
 The probabilities, not the binary mask, are resized back, so the outline at a large image's size is
 smooth rather than blocky. Everything this needs is stored in the artefact's ``config.json`` (the
 architecture, the preprocessing, the post-processing) with the training summary and the mask-quality
@@ -20,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -34,14 +47,16 @@ from ..preprocess import (
     resize_image,
     to_model_input,
 )
-from ..preprocess.masks import check_hand_found, postprocess_mask
+from ..preprocess.masks import NoHandFoundError, check_hand_found, mask_solidity, postprocess_mask
 
 __all__ = [
     "SEGMENTER_FORMAT",
     "HandSegmenter",
     "SegmenterSettings",
     "default_segmenter_path",
+    "cached_segmenter",
     "export_segmenter",
+    "hand_masker",
     "load_segmenter",
 ]
 
@@ -63,6 +78,9 @@ class SegmenterSettings:
     threshold: float = 0.5  # on the sigmoid
     min_fraction: float = 0.02  # a mask covering less of the image is "no hand found"
     smooth_fraction: float = 0.0  # opening + closing radius as a fraction of the short side (0: none)
+    max_solidity: float = 0.95  # a mask more convex than this is a field or a block, not a hand
+    min_confidence: float = 0.76  # mean |2p - 1| of the U-Net's output below this: no hand
+    min_contrast: float = 0.06  # the mask's mean intensity minus the rest's ([0, 1] image), below this: no hand
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -133,28 +151,78 @@ class HandSegmenter(nn.Module):
         or tiny images)."""
         return preprocess_image(pixels, self.preprocess, source)
 
-    @torch.no_grad()
-    def predict_probabilities(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
-        """Hand probability per pixel, float32 at the image's own ``(H, W)``."""
-        height, width = np.asarray(pixels).shape[:2]
+    def input_probabilities(self, pixels: np.ndarray, source: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """``(image, probabilities)`` on the U-Net's own grid (``settings.input_size``): the prepared
+        [0, 1] input and the hand probability of each of its pixels."""
         image = self.prepare(pixels, source)
-        batch = to_model_input(torch.tensor(image)[None, None], self.preprocess)
+        return image, self.prepared_probabilities(image)
+
+    @torch.no_grad()
+    def prepared_probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Hand probabilities of an image already :meth:`prepare`-d (``settings.input_size``, [0, 1])."""
+        batch = to_model_input(torch.tensor(np.asarray(image, dtype=np.float32))[None, None], self.preprocess)
         was_training = self.training
         self.eval()
         try:
-            probabilities = torch.sigmoid(self(batch.to(next(self.parameters()).device))[0, 0].float()).cpu().numpy()
+            logits = self(batch.to(next(self.parameters()).device))[0, 0].float()
         finally:
             self.train(was_training)
-        return resize_image(probabilities, (height, width))
+        return torch.sigmoid(logits).cpu().numpy()
 
-    def predict_mask(self, pixels: np.ndarray, source: str = "image", smooth_radius: int | None = None) -> np.ndarray:
+    def predict_probabilities(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
+        """Hand probability per pixel, float32 at the image's own ``(H, W)``."""
+        height, width = np.asarray(pixels).shape[:2]
+        return resize_image(self.input_probabilities(pixels, source)[1], (height, width))
+
+    def check_hand(self, pixels: np.ndarray, source: str = "image") -> dict:
+        """Refuse an image that shows no hand (:class:`NoHandFoundError`, one line naming ``source``).
+
+        Returns the evidence (``fraction``, ``solidity``, ``confidence``, ``contrast``) when there is
+        a hand. See the module docstring for the tests and where their limits come from.
+        """
+        return self.check_prepared(self.prepare(pixels, source), source)
+
+    def check_prepared(self, image: np.ndarray, source: str = "image", probabilities: np.ndarray | None = None) -> dict:
+        """:meth:`check_hand` of an image already :meth:`prepare`-d (and, e.g., inverted back)."""
+        if probabilities is None:
+            probabilities = self.prepared_probabilities(image)
+        settings = self.settings
+        mask = postprocess_mask(probabilities > settings.threshold, settings.min_fraction)
+        check_hand_found(mask, settings.min_fraction, source)
+        solidity = mask_solidity(mask)
+        if solidity > settings.max_solidity:
+            raise NoHandFoundError(
+                f"{source}: no hand found (the only object is a convex block, solidity {solidity:.2f} > "
+                f"{settings.max_solidity:.2f}, like a collimated field or a plate, not a hand); is this a hand radiograph?"
+            )
+        confidence = float(np.mean(np.abs(2.0 * probabilities - 1.0)))
+        if confidence < settings.min_confidence:
+            raise NoHandFoundError(
+                f"{source}: no hand found (the segmenter cannot tell a hand from the background: confidence "
+                f"{confidence:.2f} < {settings.min_confidence:.2f}); is this a hand radiograph?"
+            )
+        contrast = float(image[mask].mean() - image[~mask].mean()) if not mask.all() else 0.0
+        if contrast < settings.min_contrast:
+            raise NoHandFoundError(
+                f"{source}: no hand found (what the segmenter outlines is no brighter than the rest: contrast "
+                f"{contrast:.2f} < {settings.min_contrast:.2f}); if the hand is there, crop away bright borders and retry"
+            )
+        return {"fraction": float(mask.mean()), "solidity": solidity, "confidence": confidence, "contrast": contrast}
+
+    def predict_mask(self, pixels: np.ndarray, source: str = "image", smooth_radius: int | None = None,
+                     check: bool = True) -> np.ndarray:
         """Boolean hand mask at the image's own size, post-processed (one component, no holes).
 
         ``smooth_radius`` (px) overrides the stored ``smooth_fraction``. Raises
         :class:`~boneage.preprocess.masks.NoHandFoundError` (one line, naming ``source``) when the
-        mask covers less than ``settings.min_fraction`` of the image.
+        mask covers less than ``settings.min_fraction``, and (with ``check``) when :meth:`check_hand`
+        finds no hand.
         """
-        probabilities = self.predict_probabilities(pixels, source)
+        height, width = np.asarray(pixels).shape[:2]
+        image, small = self.input_probabilities(pixels, source)
+        if check:
+            self.check_prepared(image, source, small)
+        probabilities = resize_image(small, (height, width))
         if smooth_radius is None:
             smooth_radius = round(self.settings.smooth_fraction * min(probabilities.shape))
         mask = postprocess_mask(probabilities > self.settings.threshold, self.settings.min_fraction, int(smooth_radius))
@@ -260,3 +328,41 @@ def load_segmenter(spec: str | Path | None = None) -> HandSegmenter:
     segmenter.info = dict(config)
     segmenter.info["source"] = str(path)
     return segmenter.eval()
+
+
+_CACHE: dict[str, HandSegmenter] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_segmenter(spec: str | Path | None = "default") -> HandSegmenter:
+    """:func:`load_segmenter`, loaded once per process and shared (it is only ever run in eval mode)."""
+    key = "default" if spec is None else str(spec)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_segmenter(key)
+        return _CACHE[key]
+
+
+def hand_masker(config: PreprocessConfig, check: bool = True):
+    """The ``hand_mask`` callable :func:`~boneage.preprocess.preprocess_image` needs for ``config``
+    (``HandSegmenter.predict_mask`` of ``config.segmenter``), or None when it needs none.
+
+    With ``check`` (inference) it refuses images where :meth:`HandSegmenter.check_hand` finds no
+    hand; without (building a training set) it only refuses empty masks, as a hand's image that the
+    check would refuse still teaches the model.
+
+    A model trained with one segmenter version is refused another (its inputs would differ from the
+    ones it learnt from), with a one-line :class:`ModelLoadError`.
+    """
+    if not config.uses_segmenter:
+        return None
+    segmenter = cached_segmenter(config.segmenter)
+    found = segmenter.info.get("version")
+    if config.segmenter_version is not None and found != config.segmenter_version:
+        raise ModelLoadError(
+            f"this model was trained with hand segmenter version {config.segmenter_version}, but "
+            f"{segmenter.info.get('source', config.segmenter)} is version {found}; install the segmenter it was trained with"
+        )
+    if check:
+        return segmenter.predict_mask
+    return lambda pixels, source="image": segmenter.predict_mask(pixels, source, check=False)

@@ -150,6 +150,21 @@ def _load_samples(config: TrainConfig):
     return samples, source
 
 
+def _hand_mask(preprocess, uses_keypoints: bool):
+    """The hand mask function of a config with hand clean-up (None without); records the segmenter's
+    version in the config, so the exported model refuses any other segmenter."""
+    if not preprocess.uses_segmenter:
+        return None
+    if uses_keypoints and preprocess.hand in ("crop", "crop_mask"):
+        raise InvalidInputError("hand cropping moves the anatomy away from the keypoints' coordinates; "
+                                "train region proposal models with --hand none or --hand mask")
+    from ..segmentation import cached_segmenter, hand_masker
+
+    if preprocess.segmenter_version is None:
+        preprocess.segmenter_version = cached_segmenter(preprocess.segmenter).info.get("version")
+    return hand_masker(preprocess, check=False)
+
+
 def _input_points(samples, annotations: dict, preprocess) -> list[np.ndarray | None]:
     """Per sample: its 17 (or 34, for two hands) ROI keypoints in model-input pixels, or None."""
     points = []
@@ -236,6 +251,7 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     spec = config.model_spec()
     model = create_model(spec["name"], **spec["kwargs"])  # before decoding: a bad option fails fast
     uses_keypoints = bool(getattr(model, "uses_rpn", False))
+    hand_mask = _hand_mask(config.preprocess, uses_keypoints)
     train_points = val_points = None
     if uses_keypoints:
         if not config.keypoints:
@@ -261,8 +277,9 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     log(f"data: {len(train_samples)} train / {len(val_samples)} validation images ({source})")
     t0 = time.time()
     cache_dir = config.cache_dir
-    train_images = torch.from_numpy(load_images(train_samples, config.preprocess, cache_dir=cache_dir, progress=config.progress and dist.is_main))
-    val_images = load_images(val_samples, config.preprocess, cache_dir=cache_dir, progress=config.progress and dist.is_main)
+    show = config.progress and dist.is_main
+    train_images = torch.from_numpy(load_images(train_samples, config.preprocess, cache_dir=cache_dir, progress=show, hand_mask=hand_mask))
+    val_images = load_images(val_samples, config.preprocess, cache_dir=cache_dir, progress=show, hand_mask=hand_mask)
     log(f"images decoded in {time.time() - t0:.1f} s at {config.preprocess.image_size}")
     train_age = torch.tensor([s.bone_age_months for s in train_samples], dtype=torch.float32)
     train_male = torch.tensor([s.male for s in train_samples], dtype=torch.float32)
