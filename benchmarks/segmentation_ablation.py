@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--split", default=None, help="split.json (default: the shipped default model's)")
     parser.add_argument("--table", default="benchmarks/results/segmentation_ablation.md")
+    parser.add_argument("--only-finished", action="store_true",
+                        help="write the table from the runs already finished under --out; train nothing")
     parser.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)  # plumbing checks only
     args = parser.parse_args(argv)
     data = Path(args.data)
@@ -126,9 +128,18 @@ def main(argv=None) -> int:
 
     args.split = Path(args.split) if args.split else Path(default_model_path()) / "split.json"
     started = time.time()
-    results: dict = {"runs": {}, "default": _default_switched_on(args)}
+    saved = Path(args.out) / "results.json"
+    if saved.exists() and json.loads(saved.read_text()).get("default"):  # measured once; it depends on no run
+        default = json.loads(saved.read_text())["default"]
+    else:
+        default = _default_switched_on(args)
+    results: dict = {"runs": {}, "default": default}
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(results, indent=1))
     for seed in args.seeds:
         for name, _, model, segmented in ATTENTION_RUNS + DEFAULT_RUNS:
+            if args.only_finished and not (Path(args.out) / name / f"seed{seed}" / "model" / "config.json").exists():
+                continue
             config = _train(name, model, segmented, args, seed)
             results["runs"].setdefault(name, []).append({
                 "seed": seed, "mae": config["metrics"]["validation"]["mae_months"],
@@ -166,7 +177,7 @@ def _markdown(results: dict, args, hardware: str, elapsed: float) -> str:
         f"Command: `python benchmarks/segmentation_ablation.py --data {args.data} --out {args.out} --epochs {args.epochs} "
         f"--seeds {seeds} --attention-width {args.attention_width}`  ",
         f"Hardware: {hardware} ({platform.processor() or platform.machine()}); {dt.date.today().isoformat()}; "
-        f"total {elapsed / 60:.0f} min (runs reused from earlier invocations count as 0).  ",
+        f"total {elapsed / 60:.0f} min (runs reused from earlier invocations count as 0; see Minutes per run).  ",
         f"Data: rsna-100px at 100 x 100, the shipped default model's split ({args.split.name}: 10,453 train / "
         "1,158 validation).  ",
         f"Budget: **{args.epochs} epochs** per run, seeds {seeds}, AdamW 2e-3, cosine, EMA, the default augmentation, "

@@ -44,7 +44,8 @@ class FixedPredictor:
     def prepare_radiograph(self, image, sex=None, *, source="image"):
         from boneage.inference import Predictor
 
-        return Predictor.prepare_radiograph(types.SimpleNamespace(preprocess=_PRE), image, sex, source=source)
+        return Predictor.prepare_radiograph(types.SimpleNamespace(preprocess=_PRE, hand_mask=None, hand_checker=None),
+                                             image, sex, source=source)
 
     def predict_arrays(self, images, sexes, batch_size=64, with_sd=False):
         months = np.full(len(images), self.months, dtype=np.float32)

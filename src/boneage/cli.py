@@ -182,7 +182,7 @@ def _expand_inputs(items: list[str]) -> list[str]:
 def cmd_predict(args) -> int:
     from .inference import Predictor
 
-    predictor = Predictor(args.model, threads=args.threads)
+    predictor = Predictor(args.model, threads=args.threads, check_hand=args.hand_check)
     results = predictor.predict_files(_expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size)
     for r in results:
         if r.error and Path(r.file).is_dir():
@@ -335,7 +335,7 @@ def cmd_evaluate(args) -> int:
     from .inference import Predictor
 
     samples = load_rsna(args.images, args.labels)
-    predictor = Predictor(args.model, threads=args.threads)
+    predictor = Predictor(args.model, threads=args.threads, check_hand=args.hand_check)
     result = evaluate_samples(predictor, samples, batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
     for item in result.skipped:
         print(f"boneage evaluate: warning: skipped {item['error']}", file=sys.stderr)
@@ -443,7 +443,7 @@ def cmd_ensemble(args) -> int:
     if split_file is not None:
         (out / "split.json").write_text(split_file.read_text())
     if samples is not None:
-        result = evaluate_samples(Predictor(load_model(out)), samples)  # the exported float16 model itself
+        result = evaluate_samples(Predictor(load_model(out), check_hand=False), samples)  # the exported float16 model itself
         config["metrics"] = {"validation": result.metrics, "measured_on": "exported float16 weights",
                              "split": "validation split of the members" if split is not None else "all images"}
         write_model_config(out, config)
@@ -475,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--no-hand-check", dest="hand_check", action="store_false",
+                   help="assess images even where the segmenter finds no hand (research use)")
     p.add_argument("--explain", type=_explain_dir, default=None, metavar="OUT_DIR",
                    help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; residual attention: "
                         "each module's mask; ResNets: Grad-CAM)")
@@ -527,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=_output_file, default=None, metavar="CSV", help="write per-image predictions")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--hand-check", action="store_true",
+                   help="skip (and list) images the no-hand check refuses, as predict does; default: assess every image")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="list the registered models and the default model")

@@ -210,7 +210,7 @@ class HandSegmenter(nn.Module):
         return {"fraction": float(mask.mean()), "solidity": solidity, "confidence": confidence, "contrast": contrast}
 
     def predict_mask(self, pixels: np.ndarray, source: str = "image", smooth_radius: int | None = None,
-                     check: bool = True) -> np.ndarray:
+                     check: bool = False) -> np.ndarray:
         """Boolean hand mask at the image's own size, post-processed (one component, no holes).
 
         ``smooth_radius`` (px) overrides the stored ``smooth_fraction``. Raises
@@ -363,6 +363,4 @@ def hand_masker(config: PreprocessConfig, check: bool = True):
             f"this model was trained with hand segmenter version {config.segmenter_version}, but "
             f"{segmenter.info.get('source', config.segmenter)} is version {found}; install the segmenter it was trained with"
         )
-    if check:
-        return segmenter.predict_mask
-    return lambda pixels, source="image": segmenter.predict_mask(pixels, source, check=False)
+    return lambda pixels, source="image": segmenter.predict_mask(pixels, source, check=check)
