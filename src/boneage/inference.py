@@ -222,7 +222,7 @@ class Predictor:
             if error is not None:
                 raise error
             return
-        # A white background: inverted if the inverted image shows a hand more clearly.
+        # A bright background: inverted if the inverted image shows a hand more clearly.
         flipped, _ = evidence(1.0 - image01)
         if flipped is None or (found is not None and found["contrast"] >= flipped["contrast"]):
             if error is not None:

@@ -111,7 +111,7 @@ def test_an_inverted_real_radiograph_is_named_as_such(tiny_model_dir, segmenter)
 @pytest.mark.realdata
 def test_real_hands_are_accepted(segmenter):
     """Every 20th RSNA image, every 512 px sample and every DHA image: none refused (the limits were set
-    on all of them; about 0.1% of real hands, in bright frames, are refused: see the segmenter's docstring)."""
+    on all of them; 9 of 11,784 real hands are refused: see the segmenter's docstring)."""
     rsna = SHARED_DATA / "rsna-100px" / "images"
     if not rsna.exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")

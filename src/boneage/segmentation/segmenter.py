@@ -13,13 +13,14 @@ and the "is there a hand at all" check (:meth:`HandSegmenter.check_hand`, on the
 the mask must cover ``min_fraction`` of the image; it must not be a convex block (solidity above
 ``max_solidity``: a collimated field, a plate, a rectangle, never a hand with its fingers); the
 U-Net must be sure of its pixels (mean ``|2p - 1|`` at least ``min_confidence``); and what it
-outlines must be brighter than the rest (``min_contrast``: not an empty plate with a marker, noise
-or a texture). The limits were set on the shipped segmenter's output for every hand in
-``../shared/data`` (11,611 RSNA 100 px, 40 RSNA 512 px and 133 DHA images, as the default model
-sees them): solidity at most 0.947 and confidence at least 0.78 there; the contrast test refuses
-about 0.1% of them, RSNA images whose hand lies inside a bright frame (the message says to crop the
-frame away). It is a check for images with nothing hand-like, not a hand recogniser: a smooth
-bright blob or a bright rectangle passes it.
+outlines must be brighter than the background around it (:func:`edge_contrast` at least
+``min_contrast``: not noise or an empty plate with a marker; clearly darker suggests an inverted
+image, and the message says so). The limits were set on the shipped segmenter's output for every
+hand image in ``../shared/data`` (11,611 RSNA 100 px, 40 RSNA 512 px, 133 DHA): there solidity is at
+most 0.947, confidence at least 0.78, and 9 of the 11,784 (0.08%) are refused by the contrast test
+(RSNA images with a bright frame or a dark field inside a grey surround, where the mask takes the
+frame). It is a check for images with nothing hand-like, not a hand recogniser: a smooth bright blob
+or a bright rectangle passes it.
 
 The probabilities, not the binary mask, are resized back, so the outline at a large image's size is
 smooth rather than blocky. Everything this needs is stored in the artefact's ``config.json`` (the
@@ -80,7 +81,7 @@ class SegmenterSettings:
     smooth_fraction: float = 0.0  # opening + closing radius as a fraction of the short side (0: none)
     max_solidity: float = 0.95  # a mask more convex than this is a field or a block, not a hand
     min_confidence: float = 0.76  # mean |2p - 1| of the U-Net's output below this: no hand
-    min_contrast: float = 0.06  # the mask's mean intensity minus the rest's ([0, 1] image), below this: no hand
+    min_contrast: float = 0.035  # edge_contrast ([0, 1] image) below this: no hand (at or below minus this: inverted?)
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -201,11 +202,16 @@ class HandSegmenter(nn.Module):
                 f"{source}: no hand found (the segmenter cannot tell a hand from the background: confidence "
                 f"{confidence:.2f} < {settings.min_confidence:.2f}); is this a hand radiograph?"
             )
-        contrast = float(image[mask].mean() - image[~mask].mean()) if not mask.all() else 0.0
+        contrast = edge_contrast(image, mask)
+        if contrast <= -settings.min_contrast:
+            raise NoHandFoundError(
+                f"{source}: no hand found (what the segmenter outlines is darker than the background around it: "
+                f"contrast {contrast:.3f}); if the image is inverted (white background, dark bones), invert it back"
+            )
         if contrast < settings.min_contrast:
             raise NoHandFoundError(
-                f"{source}: no hand found (what the segmenter outlines is no brighter than the rest: contrast "
-                f"{contrast:.2f} < {settings.min_contrast:.2f}); if the hand is there, crop away bright borders and retry"
+                f"{source}: no hand found (what the segmenter outlines is no brighter than the background around it: "
+                f"contrast {contrast:.3f} < {settings.min_contrast:.3f}); is this a hand radiograph?"
             )
         return {"fraction": float(mask.mean()), "solidity": solidity, "confidence": confidence, "contrast": contrast}
 
@@ -228,6 +234,23 @@ class HandSegmenter(nn.Module):
         mask = postprocess_mask(probabilities > self.settings.threshold, self.settings.min_fraction, int(smooth_radius))
         check_hand_found(mask, self.settings.min_fraction, source)
         return mask
+
+
+def edge_contrast(image: np.ndarray, mask: np.ndarray, ring_fraction: float = 0.03) -> float:
+    """Median intensity inside ``mask`` minus the median of the ring just outside it (``ring_fraction``
+    of the short side wide): how much brighter the outlined object is than its own surround.
+
+    Local, so a hand in a dark collimated field inside a grey surround is still brighter than what
+    touches it; noise or an empty plate, where the "mask" is arbitrary, gives about 0; an inverted
+    hand gives a negative value.
+    """
+    from scipy import ndimage
+
+    radius = max(1, round(ring_fraction * min(mask.shape)))
+    ring = ndimage.binary_dilation(mask, iterations=radius) & ~mask
+    if not ring.any() or not mask.any():
+        return 0.0
+    return float(np.median(image[mask]) - np.median(image[ring]))
 
 
 # ------------------------------------------------------------------------------------------ artefact
