@@ -250,7 +250,8 @@ def _attention_mosaic(base: np.ndarray, maps: list[tuple[str, np.ndarray]], resi
 def explain_image(loaded, image: np.ndarray, male: float, display: np.ndarray | None = None) -> Evidence | None:
     """The evidence of ``loaded`` (a :class:`~boneage.models.LoadedModel`) for one preprocessed image
     (``(H, W)`` uint8 or [0, 1], as :meth:`Predictor.prepare_radiograph` returns), drawn on ``display``
-    (the radiograph as grayscale or RGB uint8 at its own aspect ratio; default: the model input).
+    (the radiograph as grayscale or RGB uint8 at its own aspect ratio; default, and always for a model
+    whose preprocessing crops to the hand: the model input).
     None for a model that offers no evidence of any kind."""
     from PIL import Image, ImageDraw
 
@@ -258,6 +259,8 @@ def explain_image(loaded, image: np.ndarray, male: float, display: np.ndarray | 
 
     preprocess = loaded.preprocess
     image = np.asarray(image)
+    if preprocess.hand in ("crop", "crop_mask"):
+        display = None  # the input is a crop of the radiograph: draw on what the model saw, where it lines up
     base = _display_rgb(display, image)
     display_hw = base.shape[:2]
     resize = preprocess.resize if display is not None else "stretch"

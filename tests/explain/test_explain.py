@@ -114,3 +114,15 @@ def test_attention_evidence_on_a_large_display_and_in_an_ensemble(tiny_attention
     evidence = explain_image(loaded, phantom, 0.0, display=display)
     assert evidence.kind == "attention" and len(evidence.panels) == 6
     assert evidence.overlay.shape == (2 * 512 + 4, 3 * 384 + 8, 3)
+
+
+def test_evidence_of_a_hand_cropping_model_is_drawn_on_its_input(tiny_model_dir, phantom):
+    """A cropped input does not line up with the whole radiograph: the evidence goes on the crop."""
+    import dataclasses
+
+    loaded = Predictor(tiny_model_dir, check_hand=False).loaded
+    loaded.config["preprocess"] = dataclasses.replace(loaded.preprocess, hand="crop_mask").to_dict()
+    display = display_image(np.kron(phantom, np.ones((5, 4), np.uint8)))
+    evidence = explain_image(loaded, phantom, 1.0, display=display)
+    assert evidence.kind == "gradcam" and evidence.overlay.shape[:2] != (320, 256)
+    assert evidence.overlay.shape[0] / evidence.overlay.shape[1] == pytest.approx(1.0)  # the 64 x 64 input, enlarged
