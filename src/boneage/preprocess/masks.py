@@ -20,7 +20,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from ..errors import InvalidInputError, UnusableImageError
-from .transforms import normalize_intensity, resize_image
+from .transforms import CONTRASTS, HAND_MODES, normalize_intensity, resize_image
 
 __all__ = [
     "NoHandFoundError",
@@ -373,8 +373,10 @@ def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask"
     mask = _as_mask(mask)
     if image.shape != mask.shape:
         raise InvalidInputError(f"image {image.shape} and mask {mask.shape} differ in size")
-    if mode not in ("none", "mask", "crop", "crop_mask"):
-        raise InvalidInputError(f"hand clean-up {mode!r} unknown; choose from ('none', 'mask', 'crop', 'crop_mask')")
+    if mode not in HAND_MODES:
+        raise InvalidInputError(f"hand clean-up {mode!r} unknown; choose from {HAND_MODES}")
+    if contrast not in CONTRASTS:
+        raise InvalidInputError(f"contrast {contrast!r} unknown; choose from {CONTRASTS}")
     if mode == "none" and contrast == "image":
         return image
     if not mask.any():
@@ -383,8 +385,6 @@ def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask"
         low, high = np.percentile(image[mask], percentiles)
         if high > low:
             image = np.clip((image - low) * (1.0 / (high - low)), 0.0, 1.0).astype(np.float32)
-    elif contrast != "image":
-        raise InvalidInputError(f"contrast {contrast!r} unknown; choose from ('image', 'hand')")
     if mode in ("mask", "crop_mask"):
         image = apply_mask(image, mask)
     if mode in ("crop", "crop_mask"):
