@@ -9,6 +9,8 @@
 # its mirror image) is the prediction, their SD the model's own uncertainty. --install copies the
 # ensemble into src/boneage/weights/default, which is what the package ships.
 # On 2 CPU cores the whole recipe takes about an hour; on a GPU a few minutes.
+# BONEAGE_TRAIN_ARGS adds options to both members' training, e.g. the hand clean-up:
+#     BONEAGE_TRAIN_ARGS="--hand crop_mask --hand-contrast" bash scripts/train_default_model.sh runs/seg
 set -euo pipefail
 DATA=${BONEAGE_SHARED_DATA:-../shared/data}/rsna-100px
 OUT=runs/default-model
@@ -26,7 +28,7 @@ for seed in 0 1; do
   "$BONEAGE" train --images "$DATA/images" --labels "$DATA/boneage-training-dataset.csv" \
     --model global_resnet18 --width 0.5 --no-max-pool --head ordinal --image-size 100 --epochs 45 \
     --split-seed 0 --seed "$seed" --out-dir "$OUT/seed$seed" --cache-dir "$OUT/cache" --no-progress --threads 1 \
-    > "$OUT/seed$seed.log" 2>&1 &
+    ${BONEAGE_TRAIN_ARGS:-} > "$OUT/seed$seed.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
