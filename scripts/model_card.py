@@ -18,7 +18,10 @@ def main() -> None:
     members = config.get("members") or []
     print(f"- **{loaded.name}** ({loaded.version}); test-time augmentation: {loaded.tta or 'none'}; "
           f"input {config['preprocess']['image_size'][0]}x{config['preprocess']['image_size'][1]} px "
-          f"({config['preprocess']['resize']}, {config['preprocess']['normalization']} normalisation).")
+          f"({config['preprocess']['resize']}, {config['preprocess']['normalization']} normalisation"
+          + (f"; hand clean-up `{config['preprocess']['hand']}`, contrast over the "
+             f"{config['preprocess'].get('contrast', 'image')}, segmenter {config['preprocess'].get('segmenter_version')}"
+             if config["preprocess"].get("hand", "none") != "none" else "") + ").")
     split = training.get("split", {})
     print(f"- Validation split: {split.get('n_val')} of {split.get('n_val', 0) + split.get('n_train', 0)} images "
           f"(seed {split.get('seed')}, stratified by sex and age decile; `split.json` ships with the model).")
