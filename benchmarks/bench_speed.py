@@ -143,7 +143,10 @@ def bench_train(model_spec, steps: int, tmp: Path) -> dict:
     boneage_ips = history[-1]["train_images_per_s"]
     # plain PyTorch loop on the same model, batch size and images: fp32, contiguous, no augmentation/EMA
     samples = load_rsna(images, labels)[:limit]
-    data = torch.from_numpy(load_images(samples, config.preprocess, cache_dir=tmp / "cache"))
+    from boneage.segmentation import hand_masker
+
+    data = torch.from_numpy(load_images(samples, config.preprocess, cache_dir=tmp / "cache",
+                                        hand_mask=hand_masker(config.preprocess, check=False)))  # the trainer's cache
     ages = torch.tensor([s.bone_age_months for s in samples])
     males = torch.tensor([s.male for s in samples])
     torch.manual_seed(0)
