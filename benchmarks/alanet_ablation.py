@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _runs import spread, train_or_reuse  # benchmarks/ is on sys.path when a script in it runs
+
 VARIANTS = (
     ("alanet18_global", "global only (ResNet-18 + sex)"),
     ("alanet18_local", "+ anatomical local extraction"),
@@ -43,24 +45,16 @@ VARIANTS = (
 
 def _train(model: str, out: Path, args, seed: int, **overrides) -> dict:
     """Train one run (or reuse a finished one); returns its exported model's config."""
-    from boneage.training import TrainConfig, train
+    from boneage.training import TrainConfig
 
-    config_path = out / "model" / "config.json"
-    if config_path.exists():
-        print(f"reusing {out}", flush=True)
-        return json.loads(config_path.read_text())
     data = Path(args.data)
-    config = TrainConfig(
+    return train_or_reuse(out, lambda: TrainConfig(
         out_dir=str(out), images=str(data / "rsna-100px" / "images"),
         labels=str(data / "rsna-100px" / "boneage-training-dataset.csv"), split_file=str(args.split),
         cache_dir=str(Path(args.out) / "cache"), keypoints=str(data / "annotations" / "hand-keypoints-21"),
         model=model, epochs=args.epochs, seed=seed, threads=args.threads, progress=False, max_steps=args.max_steps,
         **overrides,
-    )
-    started = time.time()
-    train(config, command=" ".join(sys.argv))
-    print(f"{model} seed {seed}: {time.time() - started:.0f} s", flush=True)
-    return json.loads(config_path.read_text())
+    ), f"{model} seed {seed}")
 
 
 def _ossification(model_dir: Path, data: Path) -> dict:
@@ -80,12 +74,6 @@ def _ossification(model_dir: Path, data: Path) -> dict:
     scale = np.array([width, height, width, height], dtype=np.float32)  # stretch: normalised -> input pixels
     return ossification_hits(list(rois), [boxes[s.id].boxes * scale for s in samples],
                              [boxes[s.id].labels for s in samples])
-
-
-def _spread(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
 def main(argv=None) -> int:
@@ -170,7 +158,7 @@ def _markdown(results: dict, args, hardware: str, elapsed: float) -> str:
         if not runs:
             continue
         maes = [r["mae"] for r in runs]
-        lines.append(f"| {label} | `{model}` | {', '.join(f'{m:.2f}' for m in maes)} | {_spread(maes)} | "
+        lines.append(f"| {label} | `{model}` | {', '.join(f'{m:.2f}' for m in maes)} | {spread(maes)} | "
                      f"{np.mean([r['duration_s'] for r in runs]) / 60:.1f} |")
     lines += [
         "",

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _runs import finished_config, spread, train_or_reuse  # benchmarks/ is on sys.path when a script in it runs
+
 CLEAN_UP = {"hand": "crop_mask", "contrast": "hand"}
 
 # (run name, label, model, segmentation on)
@@ -54,16 +56,12 @@ PAPER = {  # Wu et al., Table 2 (months MAE on RSNA)
 def _train(name: str, model: str, segmented: bool, args, seed: int) -> dict:
     """Train one run (or reuse a finished one); returns its exported model's config."""
     from boneage.preprocess import PreprocessConfig
-    from boneage.training import TrainConfig, train
+    from boneage.training import TrainConfig
 
     out = Path(args.out) / name / f"seed{seed}"
-    config_path = out / "model" / "config.json"
-    if config_path.exists():
-        print(f"reusing {out}", flush=True)
-        return json.loads(config_path.read_text())
     data = Path(args.data)
     attention = model.startswith("residual_attention")
-    config = TrainConfig(
+    return train_or_reuse(out, lambda: TrainConfig(
         out_dir=str(out), images=str(data / "rsna-100px" / "images"),
         labels=str(data / "rsna-100px" / "boneage-training-dataset.csv"), split_file=str(args.split),
         cache_dir=str(Path(args.out) / "cache"), model=model,
@@ -71,11 +69,7 @@ def _train(name: str, model: str, segmented: bool, args, seed: int) -> dict:
         model_kwargs={} if attention else {"max_pool": False},
         preprocess=PreprocessConfig(image_size=(100, 100), **(CLEAN_UP if segmented else {})),
         epochs=args.epochs, seed=seed, threads=args.threads, progress=False, max_steps=args.max_steps,
-    )
-    started = time.time()
-    train(config, command=" ".join(sys.argv))
-    print(f"{name} seed {seed}: {time.time() - started:.0f} s", flush=True)
-    return json.loads(config_path.read_text())
+    ), f"{name} seed {seed}")
 
 
 def _default_switched_on(args) -> dict:
@@ -97,12 +91,6 @@ def _default_switched_on(args) -> dict:
         out[label] = {"mae": result.metrics["mae_months"], "n": len(result.samples), "skipped": len(result.skipped)}
         print(f"default model, {label}: MAE {out[label]['mae']:.2f} on {out[label]['n']}", flush=True)
     return out
-
-
-def _spread(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
 def main(argv=None) -> int:
@@ -138,7 +126,7 @@ def main(argv=None) -> int:
     saved.write_text(json.dumps(results, indent=1))
     for seed in args.seeds:
         for name, _, model, segmented in ATTENTION_RUNS + DEFAULT_RUNS:
-            if args.only_finished and not (Path(args.out) / name / f"seed{seed}" / "model" / "config.json").exists():
+            if args.only_finished and finished_config(Path(args.out) / name / f"seed{seed}") is None:
                 continue
             config = _train(name, model, segmented, args, seed)
             results["runs"].setdefault(name, []).append({
@@ -165,7 +153,7 @@ def _rows(results: dict, runs) -> list[str]:
             continue
         maes = [r["mae"] for r in entries]
         lines.append(f"| {label} | `{model}` | {'yes' if segmented else 'no'} | {', '.join(f'{m:.2f}' for m in maes)} | "
-                     f"{_spread(maes)} | {np.mean([r['duration_s'] for r in entries]) / 60:.1f} | {PAPER.get(name, '')} |")
+                     f"{spread(maes)} | {np.mean([r['duration_s'] for r in entries]) / 60:.1f} | {PAPER.get(name, '')} |")
     return lines
 
 
