@@ -14,11 +14,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._dictconfig import DictConfig
+
 __all__ = ["AugmentConfig", "affine_theta", "augment_batch", "transform_points"]
 
 
 @dataclasses.dataclass
-class AugmentConfig:
+class AugmentConfig(DictConfig):
     hflip: float = 0.5  # probability of a horizontal flip
     rotation_deg: float = 20.0  # uniform in [-r, r]
     scale: tuple[float, float] = (0.85, 1.15)  # isotropic zoom range
@@ -27,13 +29,6 @@ class AugmentConfig:
     brightness: float = 0.1  # additive shift uniform in [-b, b]
     gamma: float = 0.2  # log-uniform gamma in [1/(1+g), 1+g]
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AugmentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known})
 
     @classmethod
     def none(cls) -> "AugmentConfig":

@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from .._dictconfig import DictConfig
 from ..errors import InvalidInputError, UnusableImageError
 
 __all__ = [
@@ -34,7 +35,7 @@ HAND_WORK_SIDE = 512  # px; the long side an image is reduced to (at most) befor
 
 
 @dataclasses.dataclass
-class PreprocessConfig:
+class PreprocessConfig(DictConfig):
     """Everything inference needs to turn pixels into the tensor the model was trained on."""
 
     image_size: tuple[int, int] = (128, 128)  # (height, width)
@@ -78,13 +79,6 @@ class PreprocessConfig:
         """True when preprocessing needs a hand mask (clean-up or hand contrast)."""
         return self.hand != "none" or self.contrast == "hand"
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def to_grayscale(pixels: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._dictconfig import DictConfig
 from ..errors import InvalidInputError, ModelLoadError
 from ..preprocess import (
     PreprocessConfig,
@@ -70,7 +71,7 @@ SPLIT_FILE = "split.json"
 
 
 @dataclasses.dataclass
-class SegmenterSettings:
+class SegmenterSettings(DictConfig):
     """Architecture, input and post-processing of a :class:`HandSegmenter` (all stored in its config)."""
 
     input_size: tuple[int, int] = (128, 128)  # (height, width); images are stretched to it
@@ -103,13 +104,6 @@ class SegmenterSettings:
         if not 0.0 <= self.min_fraction < 1.0 or not 0.0 <= self.smooth_fraction < 0.5:
             raise InvalidInputError("min_fraction must be in [0, 1) and smooth_fraction in [0, 0.5)")
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SegmenterSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class HandSegmenter(nn.Module):
