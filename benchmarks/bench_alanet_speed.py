@@ -5,7 +5,7 @@
 1. Training images/s of ``boneage.training.train`` (same recipe: 100 px, batch 64, bf16, channels-last,
    augmentation, EMA) for ``alanet18`` (RPN + 17 ROIs + ROI head + patch loss) and ``alanet18_global``
    (the same network without them), on the same real images with the RPN's keypoints; ratio.
-2. Single-image CPU latency (file -> months, ``Predictor.predict_files``, p50/p95) of both, with the
+2. Single-image CPU latency (file -> months, ``Assessor.assess_files``, p50/p95) of both, with the
    trained models of the ablation benchmark when they exist (untrained ones otherwise: the cost is
    the same), and their ratio.
 
@@ -45,16 +45,16 @@ def train_speed(model: str, steps: int, tmp: Path) -> float:
 
 
 def latency(model_dir: Path, repeats: int) -> tuple[float, float]:
-    from boneage.inference import Predictor
+    from boneage.api import Assessor
 
     paths = sorted((SHARED / "rsna-512px-samples" / "images").glob("*.png"))
-    predictor = Predictor(model_dir)
+    assessor = Assessor(model_dir)
     for _ in range(5):
-        predictor.predict_files([paths[0]], sex="F")
+        list(assessor.assess_files([paths[0]], sex="F"))
     times = []
     for i in range(repeats):
         t = time.perf_counter()
-        predictor.predict_files([paths[i % len(paths)]], sex="F")
+        list(assessor.assess_files([paths[i % len(paths)]], sex="F"))
         times.append(time.perf_counter() - t)
     return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 95) * 1000)
 

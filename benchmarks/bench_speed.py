@@ -2,7 +2,7 @@
 
     python benchmarks/bench_speed.py [--model PATH] [--repeats 50] [--train-steps 40] [--out results.md]
 
-1. Prediction: single-image latency (p50/p95) of ``Predictor.predict_files`` (read + preprocess +
+1. Prediction: single-image latency (p50/p95) of ``Assessor.assess_files`` (read + preprocess +
    model) and of the model alone; batch throughput; and the wall time of one ``boneage predict``
    process (Python start-up and imports included). Reference: the same network called directly on a
    ready tensor with ``torch.inference_mode`` in fp32.
@@ -56,18 +56,18 @@ def sample_images(tmp: Path) -> tuple[list[Path], str]:
 
 
 def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
-    from boneage.inference import Predictor
+    from boneage.api import Assessor
     from boneage.preprocess import to_model_input
 
     paths, source = sample_images(tmp)
-    predictor = Predictor(model_spec)
-    model, preprocess = predictor.loaded.model, predictor.preprocess
+    assessor = Assessor(model_spec)
+    model, preprocess = assessor.predictor.model, assessor.predictor.preprocess
     for _ in range(5):
-        predictor.predict_files([paths[0]], sex="F")
+        list(assessor.assess_files([paths[0]], sex="F"))
     single = []
     for i in range(repeats):
         t = time.perf_counter()
-        predictor.predict_files([paths[i % len(paths)]], sex="F")
+        list(assessor.assess_files([paths[i % len(paths)]], sex="F"))
         single.append(time.perf_counter() - t)
     # model alone, plain torch on a ready tensor (the reference)
     x = to_model_input(torch.rand(1, 1, *preprocess.image_size), preprocess)
@@ -82,7 +82,7 @@ def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
             plain.append(time.perf_counter() - t)
     batch_paths = (paths * 4)[:160]
     t = time.perf_counter()
-    predictor.predict_files(batch_paths, sex="F", batch_size=32)
+    list(assessor.assess_files(batch_paths, sex="F", batch_size=32))
     batch_s = time.perf_counter() - t
     with torch.inference_mode():
         xb = to_model_input(torch.rand(32, 1, *preprocess.image_size), preprocess)
@@ -103,7 +103,7 @@ def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
         process.append(time.perf_counter() - t)
     return {
         "source": source,
-        "model": f"{predictor.loaded.name} {predictor.loaded.version}",
+        "model": f"{assessor.model_info['name']} {assessor.model_info['version']}",
         "input_size": list(preprocess.image_size),
         "single_p50_ms": percentile(single, 50),
         "single_p95_ms": percentile(single, 95),
@@ -143,10 +143,10 @@ def bench_train(model_spec, steps: int, tmp: Path) -> dict:
     boneage_ips = history[-1]["train_images_per_s"]
     # plain PyTorch loop on the same model, batch size and images: fp32, contiguous, no augmentation/EMA
     samples = load_rsna(images, labels)[:limit]
-    from boneage.segmentation import hand_masker
+    from boneage.segmentation import model_preprocessing
 
-    data = torch.from_numpy(load_images(samples, config.preprocess, cache_dir=tmp / "cache",
-                                        hand_mask=hand_masker(config.preprocess, check=False)))  # the trainer's cache
+    data = torch.from_numpy(load_images(samples, config.preprocess, cache_dir=tmp / "cache",  # the trainer's cache
+                                        pipeline=model_preprocessing(config.preprocess, check_hand=False)))
     ages = torch.tensor([s.bone_age_months for s in samples])
     males = torch.tensor([s.male for s in samples])
     torch.manual_seed(0)

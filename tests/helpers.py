@@ -8,7 +8,11 @@ def make_dicom(path, pixels, photometric="MONOCHROME2", sex="F", age="009Y", slo
     """Write an uncompressed DICOM: 2D ``pixels`` as 16-bit grayscale (``frames`` copies, the k-th
     offset by k), or ``(H, W, 3)`` uint8 as 8-bit colour in the given photometric interpretation."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage

@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from boneage.errors import InvalidInputError
-from boneage.inference import format_months, normalize_sex, predict_images
+from boneage.inference import predict_images
+from boneage.io import normalize_sex
 from boneage.models import create_model
 from boneage.preprocess import PreprocessConfig
+from boneage.utils import format_months
 
 
 @pytest.mark.parametrize("months,text", [(0, "0 y 0 m"), (125.4, "10 y 5 m"), (11.6, "1 y 0 m"), (228, "19 y 0 m")])

@@ -134,13 +134,12 @@ def test_dicom_upload_takes_sex_and_age_from_the_file(client, tmp_path):
 
 @pytest.mark.realdata
 def test_real_radiograph_matches_the_assessment_function(tmp_path, rsna512):
-    """The default model through the service gives what ``assess`` gives on the same file."""
-    from boneage.clinical import assess
-    from boneage.inference import Predictor
+    """The default model through the service gives what ``boneage.api.assess`` gives on the same file."""
+    from boneage.api import Assessor
 
     path = rsna512 / "images" / "1437.png"
-    predictor = Predictor()
-    expected = assess(predictor, path, sex="F", chronological_age_months=130)
+    predictor = Assessor()
+    expected = predictor.assess(path, sex="F", age=130)
     with ThreadServer(tmp_path / "data", model=predictor) as running, httpx.Client(base_url=running.url, timeout=60) as client:
         response = post(client, path.read_bytes(), filename="1437.png", sex="F", chronological_age_months=130)
     assert response.status_code == 201, response.text

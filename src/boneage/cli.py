@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BoneAgeError, InvalidInputError
+from .utils import atomic_write, format_months
 
 EXIT_USAGE = 2
 
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _sex_arg(value: str) -> str:
-    from .inference import normalize_sex
+    from .io import normalize_sex
 
     try:
         return normalize_sex(value)
@@ -179,52 +180,64 @@ def _expand_inputs(items: list[str]) -> list[str]:
     return files
 
 
-def cmd_predict(args) -> int:
-    from .inference import Predictor
+def _prediction(assessment, evidence_file: str | None) -> dict:
+    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, the
+    model's SD when it has one, the evidence file; or the error."""
+    data = {"file": assessment.source, "sex": assessment.sex if assessment.status == "ok" else None}
+    if assessment.status != "ok":
+        return {**data, "bone_age_months": None, "error": assessment.rejection}
+    data.update(bone_age_months=round(float(assessment.bone_age_months), 2),
+                bone_age=format_months(assessment.bone_age_months), sex_source=assessment.sex_source)
+    if assessment.uncertainty is not None:
+        data["bone_age_sd_months"] = round(float(assessment.uncertainty["sd_months"]), 2)
+    if evidence_file is not None:
+        data["evidence"] = evidence_file
+    return data
 
-    predictor = Predictor(args.model, threads=args.threads, check_hand=args.hand_check)
-    results = predictor.predict_files(_expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size)
+
+def cmd_predict(args) -> int:
+    from .api import Assessor
+
+    assessor = Assessor(args.model, threads=args.threads, check_hand=args.hand_check)
+    if args.explain and not assessor.predictor.model.capabilities.evidence:
+        raise InvalidInputError(f"model {assessor.model_info['name']} offers no visual evidence for --explain")
+    results = list(assessor.assess_files(_expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size,
+                                         explain=bool(args.explain)))
     for r in results:
-        if r.error and Path(r.file).is_dir():
-            r.error = f"{r.file}: folder holds no readable supported image files"
-    evidence_files = _write_evidence(predictor, results, Path(args.explain)) if args.explain else {}
-    failed = [r for r in results if r.error]
+        if r.status != "ok" and Path(r.source).is_dir():
+            r.rejection = f"{r.source}: folder holds no readable supported image files"
+    evidence_files = _write_evidence(results, Path(args.explain)) if args.explain else {}
+    failed = [r for r in results if r.status != "ok"]
     if args.json:
-        print(json.dumps([{**r.to_dict(), **({"evidence": evidence_files[i]} if i in evidence_files else {})}
-                          for i, r in enumerate(results)], indent=2))
+        print(json.dumps([_prediction(r, evidence_files.get(i)) for i, r in enumerate(results)], indent=2))
     else:
         for i, r in enumerate(results):
-            if not r.error:
+            if r.status == "ok":
                 extra = f"\t{evidence_files[i]}" if i in evidence_files else ""
-                print(f"{r.file}\t{r.sex}\t{r.bone_age_months:.1f} months\t{r.bone_age_text}{extra}")
+                print(f"{r.source}\t{r.sex}\t{r.bone_age_months:.1f} months\t{format_months(r.bone_age_months)}{extra}")
     for r in failed:
-        print(f"boneage predict: error: {r.error}", file=sys.stderr)
+        print(f"boneage predict: error: {r.rejection}", file=sys.stderr)
     return EXIT_USAGE if failed else 0
 
 
-def _write_evidence(predictor, results, out_dir: Path) -> dict[int, str]:
-    """One PNG per predicted image under ``out_dir``: the model's evidence (ROIs, Grad-CAM) on the
-    radiograph. Returns {result index: file}; a model without evidence is an error."""
-    from .explain import display_image, explain_image, save_evidence
-    from .io import read_image
+def _write_evidence(results, out_dir: Path) -> dict[int, str]:
+    """One PNG per assessed image under ``out_dir``: the model's evidence (ROIs, Grad-CAM) on the
+    radiograph. Returns {result index: file}."""
+    from .explain import Evidence, save_evidence
 
     written: dict[int, str] = {}
     used: set[str] = set()
     for i, r in enumerate(results):
-        if r.error:
+        if r.status != "ok" or r.evidence is None:
             continue
-        image = read_image(r.file)
-        prepared, sex, _ = predictor.prepare_radiograph(image, r.sex, source=r.file)
-        evidence = explain_image(predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display_image(image.pixels))
-        if evidence is None:
-            raise InvalidInputError(f"model {predictor.loaded.name} offers no visual evidence for --explain")
-        stem, n = Path(r.file).stem, 1
-        name = f"{stem}_{evidence.kind}.png"
+        kind = r.evidence_kind or "evidence"
+        stem, n = Path(r.source).stem, 1
+        name = f"{stem}_{kind}.png"
         while name in used:  # same file name from two folders
             n += 1
-            name = f"{stem}-{n}_{evidence.kind}.png"
+            name = f"{stem}-{n}_{kind}.png"
         used.add(name)
-        written[i] = str(save_evidence(evidence, out_dir / name))
+        written[i] = str(save_evidence(Evidence(kind, r.evidence_label, r.evidence), out_dir / name))
     return written
 
 
@@ -244,13 +257,7 @@ def _save_png(array, path: Path) -> None:
     """Write a uint8 array as PNG atomically (a temporary file, then a rename)."""
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"), fsync=False)
 
 
 def cmd_segment(args) -> int:
@@ -309,12 +316,11 @@ def cmd_train_segmenter(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .clinical import assess_or_reject, write_report
-    from .inference import Predictor
+    from .api import Assessor
+    from .clinical import write_report
 
-    predictor = Predictor(args.model, threads=args.threads)
-    assessment = assess_or_reject(predictor, args.image, sex=args.sex, chronological_age_months=args.age,
-                                  height_cm=args.height)
+    assessor = Assessor(args.model, threads=args.threads)
+    assessment = assessor.assess(args.image, sex=args.sex, age=args.age, height_cm=args.height, reject=True)
     write_report(assessment, args.output)
     if args.json:
         print(json.dumps(assessment.to_dict(), indent=2))
@@ -343,9 +349,7 @@ def cmd_evaluate(args) -> int:
     metrics["model"] = {"name": predictor.loaded.name, "version": predictor.loaded.version, "source": predictor.loaded.source}
     if args.predictions:
         rows = [f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}" for s, p in zip(result.samples, result.predicted_months)]
-        tmp = Path(args.predictions).with_name(f".{Path(args.predictions).name}.tmp{os.getpid()}")
-        tmp.write_text("id,sex,bone_age_months,predicted_months\n" + "\n".join(rows) + "\n")
-        os.replace(tmp, args.predictions)
+        atomic_write(args.predictions, "id,sex,bone_age_months,predicted_months\n" + "\n".join(rows) + "\n")
     if args.plot:
         plot_agreement(result.predicted_months, [s.bone_age_months for s in result.samples], args.plot,
                        sexes=[s.sex for s in result.samples], title=f"{predictor.loaded.name}: MAE {metrics['mae_months']:.2f} months")
@@ -630,7 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_train_segmenter)
 
-    from .service.dicom_node import add_cli_subcommand  # cheap: pynetdicom loads only when the node runs
+    from .service.dicom_node import (
+        add_cli_subcommand,  # cheap: pynetdicom loads only when the node runs
+    )
 
     add_cli_subcommand(sub)  # boneage dicom-node [--host] [--port] [--ae-title] [--data-dir] [--model] [--destination]
     return parser

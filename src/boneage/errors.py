@@ -20,6 +20,10 @@ class ImageReadError(BoneAgeError):
     """A file is missing, unreadable, or not an image we can decode."""
 
 
+class NoPixelDataError(ImageReadError):
+    """A DICOM file holds no image (a report, a presentation state)."""
+
+
 class UnusableImageError(ImageReadError):
     """An image decodes but cannot be assessed (blank, too small)."""
 

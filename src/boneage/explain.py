@@ -1,37 +1,39 @@
 """Visual evidence a reader can check: where the model looked.
 
-Every model family adds its own evidence behind one call, :func:`explain_image`:
+Every model offers the kinds of evidence its :class:`~boneage.models.Capabilities` name, most telling
+first, and :func:`explain_image` draws the first one:
 
-* ALA-Net (any model with a region proposal network, or an ensemble holding one): the 17 anatomical
-  ROIs it pooled, drawn as boxes on the radiograph;
-* residual attention networks (any model whose outputs hold ``attention_maps``, or an ensemble whose
-  first such member does): the soft mask of every attention module (its channel mean, normalised),
-  laid over the radiograph, one named panel per module (Att1_1, Att2_1, ...) tiled into one image;
-* ResNet models and ensembles of them: Grad-CAM on the last residual block (Selvaraju et al.): the
-  feature maps weighted by the mean gradient of the predicted bone age, rectified, upsampled and laid
-  over the radiograph as a heat map (ensembles average their members' maps).
+* ``'rois'`` (ALA-Net, or an ensemble holding one): the anatomical ROIs it pooled, drawn as boxes;
+* ``'attention'`` (residual attention networks): the soft mask of every attention module (its channel
+  mean, normalised) laid over the radiograph, one named panel per module (Att1_1, Att2_1, ...) tiled;
+* ``'gradcam'`` (ResNets and ensembles of them): Grad-CAM on the model's ``cam_layers()`` (Selvaraju et
+  al.): the feature maps weighted by the mean gradient of the predicted bone age, rectified, upsampled
+  and laid over the radiograph as a heat map (an ensemble's members' maps are averaged).
 
-The evidence is computed on the model input (what the network saw) and drawn on a display copy of
-the radiograph at its own aspect ratio, mapped back through the preprocessing's resize policy.
+The evidence is computed on the model input (what the network saw) and drawn on the radiograph at its
+own aspect ratio: through the geometry of the preprocessing (:class:`~boneage.preprocess.Prepared`:
+its crop to the hand and its resize) when the input comes with it, else assuming the input shows the
+whole image by the config's resize policy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .preprocess import PreprocessConfig, to_model_input
+from .preprocess import Prepared, PreprocessConfig, to_model_input
+from .utils import atomic_write, evaluating
 
-__all__ = ["Evidence", "attention_maps", "attention_model", "display_image", "explain_image", "gradcam",
-           "save_evidence"]
+__all__ = ["Evidence", "attention_maps", "display_image", "explain_image", "gradcam", "save_evidence"]
 
 ROI_COLOUR = (255, 196, 0)
 DISPLAY_MAX_SIDE = 1024
+MIN_CANVAS_SIDE = 256  # a smaller picture (a 100 px model input) is enlarged so that boxes and labels are legible
 PANEL_MAX_SIDE = 512  # attention panels: long side of each, so that six tile into a legible image
 PANEL_GAP = 4
 
@@ -43,7 +45,7 @@ class Evidence:
     kind: str  # "rois", "attention" or "gradcam"
     label: str  # one line for a reader
     overlay: np.ndarray
-    rois: np.ndarray | None = None  # (17, 4) boxes in overlay pixels
+    rois: np.ndarray | None = None  # (R, 4) boxes in overlay pixels
     roi_scores: np.ndarray | None = None
     heatmap: np.ndarray | None = None  # (h, w) in [0, 1] at the model input's size
     panels: list[str] | None = None  # attention: the module of each panel, in order
@@ -81,75 +83,52 @@ def _input_tensor(image: np.ndarray, preprocess: PreprocessConfig) -> torch.Tens
     return to_model_input(x[None, None], preprocess)
 
 
-def _backbones(model: torch.nn.Module) -> list[torch.nn.Module]:
-    members = list(getattr(model, "members", [model]))
-    return [m for m in members if hasattr(getattr(m, "backbone", None), "layer4")]
+def gradcam(model, image: np.ndarray, male: float, preprocess: PreprocessConfig) -> np.ndarray:
+    """Grad-CAM of the predicted bone age on the model's ``cam_layers()`` -> ``(H, W)`` in [0, 1] at the
+    input's size (each layer's map normalised, then their mean). Raises InvalidInputError for a model
+    that offers no Grad-CAM."""
+    from .errors import InvalidInputError
 
-
-def gradcam(model: torch.nn.Module, image: np.ndarray, male: float, preprocess: PreprocessConfig) -> np.ndarray:
-    """Grad-CAM of the predicted bone age on the last residual block -> ``(H, W)`` in [0, 1] at the
-    input's size. Raises InvalidInputError for a model without a ResNet backbone."""
-    members = _backbones(model)
-    if not members:
-        raise InvalidInputError("Grad-CAM needs a model with a ResNet backbone")
+    layers = model.cam_layers()
+    if not layers:
+        raise InvalidInputError("Grad-CAM needs a model with a convolutional backbone (cam_layers)")
     x = _input_tensor(image, preprocess)
-    sex = torch.tensor([float(male)])
-    total = torch.zeros(x.shape[-2:])
-    for member in members:
-        was_training = member.training
-        member.eval()
-        captured: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []
 
-        def keep(_module, _inputs, output):
-            output.retain_grad()
-            captured["maps"] = output
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured.append(output)
 
-        handle = member.backbone.layer4.register_forward_hook(keep)
-        try:
-            with torch.enable_grad():
-                months = member(x.float(), sex)["bone_age_months"].sum()
-                months.backward()
-        finally:
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        with evaluating(model), torch.enable_grad():
+            model(x.float(), torch.tensor([float(male)])).bone_age_months.sum().backward()
+    finally:
+        for handle in handles:
             handle.remove()
-            member.zero_grad(set_to_none=True)
-            member.train(was_training)
-        maps = captured["maps"].detach().float()
-        weights = captured["maps"].grad.float().mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * maps).sum(dim=1, keepdim=True))
+        model.zero_grad(set_to_none=True)
+    total = torch.zeros(x.shape[-2:])
+    for maps in captured:
+        weights = maps.grad.float().mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * maps.detach().float()).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         total += cam / cam.max().clamp_min(1e-12)
     total /= total.max().clamp_min(1e-12)
     return total.numpy()
 
 
-def attention_model(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The module whose outputs hold ``attention_maps``: the model itself (a residual attention network,
-    which names its modules in ``attention_names``), an ensemble's first member that does, or None."""
-    if getattr(model, "attention_names", None):
-        return model
-    for member in getattr(model, "members", []):
-        if getattr(member, "attention_names", None):
-            return member
-    return None
+def attention_maps(model, image: np.ndarray, male: float, preprocess: PreprocessConfig) -> list[tuple[str, np.ndarray]]:
+    """The soft masks of a model's attention modules for one image: ``[(name, map)]`` with each map
+    bilinearly upsampled to the input's size and normalised to [0, 1] (a constant mask gives zeros).
+    Raises InvalidInputError for a model without attention maps."""
+    from .errors import InvalidInputError
 
-
-def attention_maps(model: torch.nn.Module, image: np.ndarray, male: float,
-                   preprocess: PreprocessConfig) -> list[tuple[str, np.ndarray]]:
-    """The soft masks of a residual attention network's modules for one image: ``[(name, map)]`` with
-    each map the channel mean of the module's mask, bilinearly upsampled to the input's size and
-    normalised to [0, 1] (a constant mask gives zeros). Raises InvalidInputError for other models."""
-    module = attention_model(model)
-    if module is None:
-        raise InvalidInputError("attention maps need a residual attention network")
+    if "attention" not in model.capabilities.evidence:
+        raise InvalidInputError("attention maps need a model with attention modules (a residual attention network)")
     x = _input_tensor(image, preprocess)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.inference_mode():
-            maps = module(x.float(), torch.tensor([float(male)]))["attention_maps"]
-    finally:
-        module.train(was_training)
-    names = list(getattr(module, "attention_names", []))
+    with evaluating(model), torch.inference_mode():
+        maps = model(x.float(), torch.tensor([float(male)])).attention_maps
+    names = model.attention_names()
     found = []
     for k, mask in enumerate(maps):
         mask = F.interpolate(mask[:1, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
@@ -159,57 +138,83 @@ def attention_maps(model: torch.nn.Module, image: np.ndarray, male: float,
     return found
 
 
-def _to_display(boxes: np.ndarray, input_hw, display_hw, resize: str) -> np.ndarray:
-    """Boxes in model-input pixels -> display pixels (inverse of the preprocessing's resize)."""
-    in_h, in_w = input_hw
-    d_h, d_w = display_hw
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if resize == "stretch":
-        return boxes * np.array([d_w / in_w, d_h / in_h, d_w / in_w, d_h / in_h])
-    scale = min(in_h / d_h, in_w / d_w)
-    new_h, new_w = max(1, round(d_h * scale)), max(1, round(d_w * scale))
-    top, left = (in_h - new_h) // 2, (in_w - new_w) // 2
-    shift = np.array([left, top, left, top])
-    return (boxes - shift) * np.array([d_w / new_w, d_h / new_h, d_w / new_w, d_h / new_h])
+# ------------------------------------------------------------------------------------------ drawing
+@dataclasses.dataclass
+class _Canvas:
+    """The picture evidence is drawn on, with the mapping from model-input pixels to its pixels."""
+
+    base: np.ndarray  # (H, W, 3) uint8
+    to_canvas: Callable[[np.ndarray], np.ndarray]  # (..., 2) input (x, y) -> canvas (x, y)
+    to_input: Callable[[np.ndarray], np.ndarray]  # the inverse
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """``(R, 4)`` boxes ``(x0, y0, x1, y1)`` in input pixels -> canvas pixels."""
+        corners = self.to_canvas(np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2))
+        return corners.reshape(-1, 4)
+
+    def heat(self, heatmap: np.ndarray) -> np.ndarray:
+        """An input-sized heat map resampled onto the canvas (0 where the canvas shows no input)."""
+        from scipy import ndimage
+
+        height, width = self.base.shape[:2]
+        yy, xx = np.mgrid[0:height, 0:width]
+        uv = self.to_input(np.stack([xx + 0.5, yy + 0.5], axis=-1))
+        coords = np.stack([uv[..., 1] - 0.5, uv[..., 0] - 0.5])
+        return ndimage.map_coordinates(np.asarray(heatmap, dtype=np.float32), coords, order=1, mode="constant", cval=0.0)
 
 
-def _heatmap_to_display(heatmap: np.ndarray, display_hw, resize: str) -> np.ndarray:
-    """The input-sized heat map resampled onto the display image (with ``pad``, only the part of the
-    input frame that the image fills)."""
+def _rgb(picture: np.ndarray) -> tuple[np.ndarray, int]:
+    """A uint8 RGB copy, enlarged by a whole factor (returned) when it is smaller than MIN_CANVAS_SIDE."""
     from PIL import Image
 
-    in_h, in_w = heatmap.shape
-    if resize != "stretch":
-        scale = min(in_h / display_hw[0], in_w / display_hw[1])
-        new_h, new_w = max(1, round(display_hw[0] * scale)), max(1, round(display_hw[1] * scale))
-        top, left = (in_h - new_h) // 2, (in_w - new_w) // 2
-        heatmap = heatmap[top : top + new_h, left : left + new_w]
-    image = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((display_hw[1], display_hw[0]), Image.Resampling.BILINEAR), dtype=np.float32)
-
-
-def _display_rgb(display: np.ndarray | None, image: np.ndarray) -> np.ndarray:
-    base = np.asarray(display if display is not None else image)
+    base = np.asarray(picture)
     if base.dtype != np.uint8:
         base = np.round(np.clip(base, 0, 1) * 255).astype(np.uint8)
     if base.ndim == 2:
         base = np.repeat(base[..., None], 3, axis=2)
-    if min(base.shape[:2]) < 256:  # the 100 px model input: enlarge so boxes and labels are legible
-        from PIL import Image
-
-        factor = int(np.ceil(256 / min(base.shape[:2])))
+    factor = 1
+    if min(base.shape[:2]) < MIN_CANVAS_SIDE:
+        factor = int(np.ceil(MIN_CANVAS_SIDE / min(base.shape[:2])))
         base = np.asarray(Image.fromarray(base).resize((base.shape[1] * factor, base.shape[0] * factor),
                                                        Image.Resampling.NEAREST))
-    return base
+    return base, factor
 
 
-def _heat_overlay(base: np.ndarray, heatmap: np.ndarray, resize: str) -> np.ndarray:
-    """An input-sized [0, 1] heat map laid over the RGB display image (inferno, up to 45 % opaque)."""
+def _whole_image(input_hw, policy: str, display_hw) -> Prepared:
+    """The geometry of an input that shows the whole ``display_hw`` image by ``policy`` (no crop)."""
+    from .preprocess.pipeline import Resize
+
+    start = Prepared(image=np.zeros(display_hw, np.float32), source="", original_hw=tuple(display_hw),
+                     region=(0.0, float(display_hw[0]), 0.0, float(display_hw[1])))
+    return dataclasses.replace(Resize(tuple(input_hw), policy)(start), image=np.zeros(input_hw, np.float32))
+
+
+def _canvas(image: np.ndarray, prepared: Prepared | None, preprocess: PreprocessConfig, display) -> _Canvas:
+    if display is None:
+        base, factor = _rgb(image)
+        return _Canvas(base, lambda xy: np.asarray(xy) * factor, lambda xy: np.asarray(xy) / factor)
+    base, factor = _rgb(display)
+    display_hw = np.asarray(display).shape[:2]
+    geometry = prepared if prepared is not None and prepared.content is not None else \
+        _whole_image(image.shape, preprocess.resize, display_hw)
+    scale = np.array([display_hw[1] / geometry.original_hw[1], display_hw[0] / geometry.original_hw[0]]) * factor
+    return _Canvas(base, lambda xy: geometry.input_to_original(xy) * scale,
+                   lambda xy: geometry.original_to_input(np.asarray(xy) / scale))
+
+
+def _heat_overlay(canvas: _Canvas, heatmap: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """An input-sized [0, 1] heat map laid over the canvas (inferno, up to 45 % opaque)."""
     from matplotlib import colormaps
 
-    shown = _heatmap_to_display(heatmap, base.shape[:2], resize)
-    colours = colormaps["inferno"](np.clip(shown, 0, 1))[..., :3] * 255.0
-    alpha = 0.45 * np.clip(shown, 0, 1)[..., None]
+    base = canvas.base if base is None else base
+    shown = np.clip(canvas.heat(heatmap), 0, 1)
+    if shown.shape != base.shape[:2]:
+        from PIL import Image
+
+        shown = np.asarray(Image.fromarray(shown.astype(np.float32), mode="F").resize(
+            (base.shape[1], base.shape[0]), Image.Resampling.BILINEAR), dtype=np.float32).clip(0, 1)
+    colours = colormaps["inferno"](shown)[..., :3] * 255.0
+    alpha = 0.45 * shown[..., None]
     return np.round(base * (1 - alpha) + colours * alpha).astype(np.uint8)
 
 
@@ -222,11 +227,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _attention_mosaic(base: np.ndarray, maps: list[tuple[str, np.ndarray]], resize: str) -> np.ndarray:
-    """One panel per module (its mask over the display image, its name in the corner), tiled in a grid
-    of ``ceil(sqrt(n))`` columns on black."""
+def _attention_mosaic(canvas: _Canvas, maps: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """One panel per module (its mask over the canvas, its name in the corner), tiled in a grid of
+    ``ceil(sqrt(n))`` columns on black; panels are at most PANEL_MAX_SIDE px."""
     from PIL import Image, ImageDraw
 
+    base = canvas.base
     scale = PANEL_MAX_SIDE / max(base.shape[:2])
     if scale < 1:
         size = (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale)))
@@ -234,70 +240,72 @@ def _attention_mosaic(base: np.ndarray, maps: list[tuple[str, np.ndarray]], resi
     height, width = base.shape[:2]
     columns = int(np.ceil(np.sqrt(len(maps))))
     rows = int(np.ceil(len(maps) / columns))
-    canvas = Image.new("RGB", (columns * width + (columns - 1) * PANEL_GAP, rows * height + (rows - 1) * PANEL_GAP))
+    mosaic = Image.new("RGB", (columns * width + (columns - 1) * PANEL_GAP, rows * height + (rows - 1) * PANEL_GAP))
     font = _font(max(10, min(height, width) // 16))
     for k, (name, heatmap) in enumerate(maps):
-        panel = Image.fromarray(_heat_overlay(base, heatmap, resize))
+        panel = Image.fromarray(_heat_overlay(canvas, heatmap, base))
         draw = ImageDraw.Draw(panel)
         _, _, right, bottom = draw.textbbox((4, 3), name, font=font)
         draw.rectangle([0, 0, right + 4, bottom + 3], fill=(0, 0, 0))
         draw.text((4, 3), name, fill=(255, 255, 255), font=font)
         row, column = divmod(k, columns)
-        canvas.paste(panel, (column * (width + PANEL_GAP), row * (height + PANEL_GAP)))
-    return np.asarray(canvas)
+        mosaic.paste(panel, (column * (width + PANEL_GAP), row * (height + PANEL_GAP)))
+    return np.asarray(mosaic)
 
 
-def explain_image(loaded, image: np.ndarray, male: float, display: np.ndarray | None = None) -> Evidence | None:
-    """The evidence of ``loaded`` (a :class:`~boneage.models.LoadedModel`) for one preprocessed image
-    (``(H, W)`` uint8 or [0, 1], as :meth:`Predictor.prepare_radiograph` returns), drawn on ``display``
-    (the radiograph as grayscale or RGB uint8 at its own aspect ratio; default, and always for a model
-    whose preprocessing crops to the hand: the model input).
-    None for a model that offers no evidence of any kind."""
+def _roi_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
     from PIL import Image, ImageDraw
 
-    from .inference import predict_rois, roi_model
+    from .inference import predict_rois
 
-    preprocess = loaded.preprocess
-    image = np.asarray(image)
-    if preprocess.hand in ("crop", "crop_mask"):
-        display = None  # the input is a crop of the radiograph: draw on what the model saw, where it lines up
-    base = _display_rgb(display, image)
-    display_hw = base.shape[:2]
-    resize = preprocess.resize if display is not None else "stretch"
-    if roi_model(loaded.model) is not None:
-        rois, scores = predict_rois(loaded.model, image[None], [male], preprocess)
-        boxes = _to_display(rois[0], image.shape, display_hw, resize)
-        canvas = Image.fromarray(base.copy())
-        draw = ImageDraw.Draw(canvas)
-        width = max(1, round(max(display_hw) / 300))
-        for k, box in enumerate(boxes):
-            draw.rectangle([float(v) for v in box], outline=ROI_COLOUR, width=width)
-            draw.text((float(box[0]) + width + 1, float(box[1]) + width), str(k + 1), fill=ROI_COLOUR)
-        return Evidence("rois", f"the {len(boxes)} anatomical regions of interest the model pooled (ALA-Net)",
-                        np.asarray(canvas), rois=boxes, roi_scores=scores[0])
-    if attention_model(loaded.model) is not None:
-        maps = attention_maps(loaded.model, image, male, preprocess)
-        names = [name for name, _ in maps]
-        return Evidence("attention", f"residual attention: the soft masks of its {len(maps)} attention modules "
-                        f"({', '.join(names)}), each normalised, bright where the module amplifies the features",
-                        _attention_mosaic(base, maps, resize), panels=names, attention_maps=[m for _, m in maps])
-    if not _backbones(loaded.model):
+    rois, scores = predict_rois(model, image[None], [male], preprocess)
+    boxes = canvas.boxes(rois[0])
+    picture = Image.fromarray(canvas.base.copy())
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(canvas.base.shape[:2]) / 300))
+    for k, box in enumerate(boxes):
+        draw.rectangle([float(v) for v in box], outline=ROI_COLOUR, width=width)
+        draw.text((float(box[0]) + width + 1, float(box[1]) + width), str(k + 1), fill=ROI_COLOUR)
+    return Evidence("rois", f"the {len(boxes)} anatomical regions of interest the model pooled (ALA-Net)",
+                    np.asarray(picture), rois=boxes, roi_scores=scores[0])
+
+
+def _attention_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
+    maps = attention_maps(model, image, male, preprocess)
+    names = [name for name, _ in maps]
+    return Evidence("attention", f"residual attention: the soft masks of its {len(maps)} attention modules "
+                    f"({', '.join(names)}), each normalised, bright where the module amplifies the features",
+                    _attention_mosaic(canvas, maps), panels=names, attention_maps=[m for _, m in maps])
+
+
+def _gradcam_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
+    heatmap = gradcam(model, image, male, preprocess)
+    return Evidence("gradcam", "Grad-CAM: where the features that raise the bone age estimate lie",
+                    _heat_overlay(canvas, heatmap), heatmap=heatmap)
+
+
+_DRAW = {"rois": _roi_evidence, "attention": _attention_evidence, "gradcam": _gradcam_evidence}
+
+
+def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display: np.ndarray | None = None) -> Evidence | None:
+    """The evidence of ``loaded`` (a :class:`~boneage.models.LoadedModel`) for one preprocessed image, drawn
+    on ``display`` (the radiograph as grayscale or RGB uint8, e.g. :func:`display_image` of its pixels;
+    default: the model input, enlarged). ``prepared`` is the :class:`~boneage.preprocess.Prepared` the
+    predictor made (its crop and resize place the evidence on the radiograph), or a bare model input
+    (``(H, W)`` uint8 or [0, 1]) taken to show the whole radiograph. None for a model that offers no
+    evidence of any kind."""
+    model = loaded.model
+    kinds = model.capabilities.evidence
+    if not kinds:
         return None
-    heatmap = gradcam(loaded.model, image, male, preprocess)
-    overlay = _heat_overlay(base, heatmap, resize)
-    return Evidence("gradcam", "Grad-CAM: where the features that raise the bone age estimate lie", overlay,
-                    heatmap=heatmap)
+    geometry = prepared if isinstance(prepared, Prepared) else None
+    image = geometry.to_uint8() if geometry is not None else np.asarray(prepared)
+    canvas = _canvas(image, geometry, loaded.preprocess, display)
+    return _DRAW[kinds[0]](model, image, male, loaded.preprocess, canvas)
 
 
 def save_evidence(evidence: Evidence, path: str | Path) -> Path:
     """Write the overlay as PNG atomically (a temporary file renamed into place)."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(evidence.overlay).save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda stream: Image.fromarray(evidence.overlay).save(stream, format="PNG"))

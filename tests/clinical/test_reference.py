@@ -15,7 +15,6 @@ from boneage.clinical import (
     predicted_adult_height,
 )
 from boneage.errors import InvalidInputError
-
 from tests.conftest import REPO, SHARED_DATA
 
 DATA_FILES = (

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from boneage.data import KEYPOINT_NAMES, ROI_KEYPOINTS, load_hand_keypoints, load_ossification_boxes, to_input_coordinates
+from boneage.data import (
+    KEYPOINT_NAMES,
+    ROI_KEYPOINTS,
+    load_hand_keypoints,
+    load_ossification_boxes,
+    to_input_coordinates,
+)
 from boneage.errors import DatasetError
 from tests.conftest import SHARED_DATA, require_shared
 

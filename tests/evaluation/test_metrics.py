@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from boneage.evaluation import age_group, compute_metrics, format_metrics_table, plot_agreement
+from boneage.evaluation import (
+    age_group,
+    compute_metrics,
+    format_metrics_table,
+    plot_agreement,
+)
 
 
 def test_metrics_closed_form():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from boneage.data import hand_phantom
-from boneage.explain import _to_display, display_image, explain_image, gradcam, save_evidence
+from boneage.explain import display_image, explain_image, gradcam, save_evidence
 from boneage.inference import Predictor, predict_rois
 from boneage.preprocess import PreprocessConfig
 from tests.conftest import export_tiny_model
@@ -18,12 +18,18 @@ def phantom():
     return hand_phantom(120, "M", 64, np.random.default_rng(0))
 
 
-def test_to_display_inverts_the_resize_policies():
-    box = np.array([[16.0, 8.0, 32.0, 24.0]])
-    # stretch: a 64 x 64 input shown at 200 (H) x 100 (W)
-    assert _to_display(box, (64, 64), (200, 100), "stretch").tolist() == [[25.0, 25.0, 50.0, 75.0]]
+def test_input_boxes_map_back_through_the_resize_policies():
+    from boneage.preprocess import Prepared
+    from boneage.preprocess.pipeline import Resize
+
+    box = np.array([[16.0, 8.0], [32.0, 24.0]])
+    start = Prepared.from_pixels(np.zeros((200, 100), np.float32))
+    # stretch: a 64 x 64 input of a 200 (H) x 100 (W) image
+    assert Resize((64, 64), "stretch")(start).input_to_original(box).tolist() == [[25.0, 25.0], [50.0, 75.0]]
     # pad: the 200 x 100 image filled the central 64 x 32 of the input (16 px border left and right)
-    assert _to_display(box, (64, 64), (200, 100), "pad").tolist() == [[0.0, 25.0, 50.0, 75.0]]
+    padded = Resize((64, 64), "pad")(start)
+    assert padded.input_to_original(box).tolist() == [[0.0, 25.0], [50.0, 75.0]]
+    np.testing.assert_allclose(padded.original_to_input(padded.input_to_original(box)), box)
 
 
 def test_gradcam_highlights_what_changes_the_prediction(tiny_model_dir, phantom):
@@ -116,13 +122,21 @@ def test_attention_evidence_on_a_large_display_and_in_an_ensemble(tiny_attention
     assert evidence.overlay.shape == (2 * 512 + 4, 3 * 384 + 8, 3)
 
 
-def test_evidence_of_a_hand_cropping_model_is_drawn_on_its_input(tiny_model_dir, phantom):
-    """A cropped input does not line up with the whole radiograph: the evidence goes on the crop."""
-    import dataclasses
+def test_evidence_of_a_hand_cropping_model_is_mapped_back_onto_the_whole_radiograph(tiny_model_dir, phantom):
+    """The crop to the hand is undone: the heat map lies on the crop's part of the radiograph, nothing outside."""
+    from boneage.preprocess import Prepared
+    from boneage.preprocess.pipeline import Resize
 
     loaded = Predictor(tiny_model_dir, check_hand=False).loaded
-    loaded.config["preprocess"] = dataclasses.replace(loaded.preprocess, hand="crop_mask").to_dict()
-    display = display_image(np.kron(phantom, np.ones((5, 4), np.uint8)))
-    evidence = explain_image(loaded, phantom, 1.0, display=display)
-    assert evidence.kind == "gradcam" and evidence.overlay.shape[:2] != (320, 256)
-    assert evidence.overlay.shape[0] / evidence.overlay.shape[1] == pytest.approx(1.0)  # the 64 x 64 input, enlarged
+    radiograph = np.kron(phantom, np.ones((5, 4), np.uint8))  # 320 x 256
+    start = Prepared.from_pixels(radiograph.astype(np.float32) / 255.0)
+    crop = start.cropped(start.image[80:240, 64:192], (80, 240, 64, 192))  # the middle half of each side
+    prepared = Resize((64, 64))(crop)
+    evidence = explain_image(loaded, prepared, 1.0, display=display_image(radiograph))
+    assert evidence.kind == "gradcam" and evidence.overlay.shape == (320, 256, 3)
+    grey = display_image(radiograph)
+    outside = np.ones((320, 256), bool)
+    outside[80:240, 64:192] = False
+    assert (evidence.overlay[outside] == grey[outside][:, None]).all()  # untouched outside the crop
+    inside = evidence.overlay[80:240, 64:192]
+    assert not np.array_equal(inside[..., 0], inside[..., 2])  # coloured inside it

@@ -45,16 +45,16 @@ def test_variants_outputs_and_combined_loss(name, local, patch):
     x, male = torch.randn(3, 1, SIZE, SIZE), torch.tensor([1.0, 0.0, 1.0])
     months = torch.tensor([20.0, 100.0, 200.0])
     out = model(x, male, keypoints=_keypoints(3))
-    assert out["bone_age_months"].shape == (3,)
-    assert out["rois"].shape == (3, 17, 4) and out["roi_scores"].shape == (3, 17)
-    rois = out["rois"]
+    assert out.bone_age_months.shape == (3,)
+    assert out.rois.shape == (3, 17, 4) and out.roi_scores.shape == (3, 17)
+    rois = out.rois
     assert (rois[..., 0] >= 0).all() and (rois[..., 2] <= SIZE).all() and (rois[..., 2] >= rois[..., 0]).all()
-    assert ("patch" in out) == patch and (out["patch"]["logits"].shape[0] == 3 * 17 if patch else True)
+    assert ("patch" in out.extras) == patch and (out.extras["patch"]["logits"].shape[0] == 3 * 17 if patch else True)
     parts = model.compute_loss(out, {"bone_age_months": months})
     expected = parts["ordinal"] + parts["rpn"] + (parts["patch"] if patch else 0.0)
     assert float(parts["loss"].detach()) == pytest.approx(float(expected), rel=1e-6)
     # the ordinal part is exactly the head's BCE on the final logits
-    assert float(parts["ordinal"]) == pytest.approx(float(model.head.loss(out, months).detach()), rel=1e-6)
+    assert float(parts["ordinal"]) == pytest.approx(float(model.head.loss(out.extras["head"], months).detach()), rel=1e-6)
     parts["loss"].backward()
     for module in [model.backbone.conv1, model.rpn.head.cls_logits, model.rpn.head.bbox_pred, model.roi_head.fc[0]]:
         grad = next(module.parameters()).grad
@@ -68,10 +68,10 @@ def test_patch_loss_is_the_ordinal_loss_over_every_roi():
     out = model(torch.randn(2, 1, SIZE, SIZE), torch.ones(2), keypoints=_keypoints(2))
     months = torch.tensor([30.0, 150.0])
     parts = model.compute_loss(out, {"bone_age_months": months})
-    per_roi = model.patch_head.loss(out["patch"], months.repeat_interleave(17)).detach()
+    per_roi = model.patch_head.loss(out.extras["patch"], months.repeat_interleave(17)).detach()
     assert float(parts["patch"]) == pytest.approx(float(per_roi))
     # 17 ROIs of the first image carry the first label: changing only the second label changes the loss
-    other = model.patch_head.loss(out["patch"], torch.tensor([30.0, 10.0]).repeat_interleave(17)).detach()
+    other = model.patch_head.loss(out.extras["patch"], torch.tensor([30.0, 10.0]).repeat_interleave(17)).detach()
     assert float(other) != pytest.approx(float(per_roi))
 
 
@@ -89,25 +89,25 @@ def test_eval_mode_gives_rois_without_patch_outputs_and_is_deterministic():
     x = torch.randn(2, 1, SIZE, SIZE)
     with torch.no_grad():
         a, b = model(x, torch.ones(2)), model(x, torch.ones(2))
-    assert "patch" not in a and "rpn_objectness" not in a
-    assert torch.equal(a["rois"], b["rois"]) and torch.equal(a["bone_age_months"], b["bone_age_months"])
+    assert "patch" not in a.extras and not a.losses
+    assert torch.equal(a.rois, b.rois) and torch.equal(a.bone_age_months, b.bone_age_months)
 
 
 def test_local_features_change_the_prediction():
     model = _model("alanet18_local").eval()
     x = torch.randn(1, 1, SIZE, SIZE)
     with torch.no_grad():
-        before = model(x, torch.ones(1))["bone_age_months"]
+        before = model(x, torch.ones(1)).bone_age_months
         model.roi_head.fc[0].bias.add_(5.0)  # only the local branch changes
-        after = model(x, torch.ones(1))["bone_age_months"]
+        after = model(x, torch.ones(1)).bone_age_months
     assert not torch.allclose(before, after)
 
 
 def test_global_variant_has_no_rpn_and_matches_the_global_baseline_shape():
     model = _model("alanet18_global")
-    assert not model.uses_rpn and not hasattr(model, "rpn")
+    assert not model.uses_rpn and not hasattr(model, "rpn") and model.capabilities.evidence == ("gradcam",)
     out = model(torch.randn(2, 1, SIZE, SIZE), torch.ones(2))
-    assert "rois" not in out and out["bone_age_months"].shape == (2,)
+    assert out.rois is None and out.bone_age_months.shape == (2,)
 
 
 def test_detection_only_trains_the_rpn_alone():
@@ -138,4 +138,4 @@ def test_c4_level_works_as_published():
     model = _model("alanet18", rpn_level="c4")
     assert model.feature_stride == 16  # no stem max pool: the 4th block is at stride 16
     out = model(torch.randn(1, 1, SIZE, SIZE), torch.ones(1), keypoints=_keypoints(1))
-    assert out["rois"].shape == (1, 17, 4)
+    assert out.rois.shape == (1, 17, 4)

@@ -13,14 +13,14 @@ def test_every_model_forward_backward_finite(name, head):
     images = torch.randn(2, 1, 64, 64)
     male = torch.tensor([0.0, 1.0])
     # models with a region proposal network (ALA-Net) train it on keypoints: one annotated image
-    extra = {"keypoints": [torch.zeros(0, 2), torch.rand(17, 2) * 60]} if getattr(model, "uses_rpn", False) else {}
+    extra = {"keypoints": [torch.zeros(0, 2), torch.rand(17, 2) * 60]} if model.capabilities.needs_keypoints else {}
     outputs = model(images, male, **extra)
-    assert outputs["bone_age_months"].shape == (2,)
-    assert torch.isfinite(outputs["bone_age_months"]).all()
+    assert outputs.bone_age_months.shape == (2,)
+    assert torch.isfinite(outputs.bone_age_months).all()
     losses = model.compute_loss(outputs, {"bone_age_months": torch.tensor([50.0, 150.0]), "male": male})
     losses["loss"].backward()
     for pname, param in model.named_parameters():
-        if getattr(model, "detection_only", False) and not pname.startswith(("backbone.", "rpn.", "lateral", "smooth")):
+        if model.capabilities.partial_loss and not pname.startswith(("backbone.", "rpn.", "lateral", "smooth")):
             continue  # an RPN trained alone: the bone age layers are not trained
         assert param.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(param.grad).all(), f"{pname} has a non-finite gradient"
@@ -30,7 +30,7 @@ def test_sex_input_changes_the_prediction():
     torch.manual_seed(0)
     model = create_model("global_resnet18", width=0.25).eval()
     images = torch.randn(1, 1, 64, 64).repeat(2, 1, 1, 1)
-    out = model(images, torch.tensor([0.0, 1.0]))["bone_age_months"]
+    out = model(images, torch.tensor([0.0, 1.0])).bone_age_months
     assert out[0] != out[1]
 
 

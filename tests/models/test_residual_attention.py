@@ -61,8 +61,8 @@ def test_attention_residual_learning_is_trunk_times_one_plus_mask():
 def test_module_counts_and_names():
     six, four = _model("residual_attention"), _model("residual_attention_no_att3_23")
     assert len(six.attention_modules()) == 6 and len(four.attention_modules()) == 4
-    assert six.attention_names == ["Att1_1", "Att2_1", "Att2_2", "Att3_1", "Att3_2", "Att3_3"]
-    assert four.attention_names == ["Att1_1", "Att2_1", "Att2_2", "Att3_1"]
+    assert six.attention_names() == ["Att1_1", "Att2_1", "Att2_2", "Att3_1", "Att3_2", "Att3_3"]
+    assert four.attention_names() == ["Att1_1", "Att2_1", "Att2_2", "Att3_1"]
     assert [m.down_steps for m in six.attention_modules()] == [3, 2, 2, 1, 1, 1]
 
 
@@ -71,12 +71,12 @@ def test_forward_backward_and_attention_maps(name):
     model = _model(name).train()
     images, male = torch.randn(2, 1, 100, 100), torch.tensor([0.0, 1.0])
     outputs = model(images, male)
-    assert outputs["bone_age_months"].shape == (2,) and torch.isfinite(outputs["bone_age_months"]).all()
+    assert outputs.bone_age_months.shape == (2,) and torch.isfinite(outputs.bone_age_months).all()
     # 100 px: stem 50, stages 25, 13 and 7 px
     sides = {"1": 25, "2": 13, "3": 7}
-    maps = outputs["attention_maps"]
-    assert len(maps) == len(model.attention_names) == (4 if name.endswith("att3_23") else 6)
-    for attention_name, attention_map in zip(model.attention_names, maps):
+    maps = outputs.attention_maps
+    assert len(maps) == len(model.attention_names()) == (4 if name.endswith("att3_23") else 6)
+    for attention_name, attention_map in zip(model.attention_names(), maps):
         side = sides[attention_name[3]]
         assert attention_map.shape == (2, side, side) and not attention_map.requires_grad
         assert ((attention_map > 0) & (attention_map < 1)).all()
@@ -91,7 +91,7 @@ def test_forward_backward_and_attention_maps(name):
 def test_ordinal_head_and_max_pool_are_options():
     model = _model(head="ordinal", max_pool=True).eval()
     outputs = model(torch.randn(1, 1, 100, 100), torch.tensor([1.0]))
-    assert "logits" in outputs and [m.shape[-1] for m in outputs["attention_maps"]] == [13, 7, 7, 4, 4, 4]
+    assert "logits" in outputs.extras["head"] and [m.shape[-1] for m in outputs.attention_maps] == [13, 7, 7, 4, 4, 4]
 
 
 @pytest.mark.parametrize("name,changes", [("residual_attention", True), ("residual_attention_nosex", False)])
@@ -99,7 +99,7 @@ def test_sex_input(name, changes):
     model = _model(name).eval()
     images = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
-        female, male = (model(images, torch.tensor([sex]))["bone_age_months"] for sex in (0.0, 1.0))
+        female, male = (model(images, torch.tensor([sex])).bone_age_months for sex in (0.0, 1.0))
     assert bool(female != male) is changes
     assert model.uses_sex is changes and (model.sex_fc is not None) is changes
 

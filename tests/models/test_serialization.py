@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from boneage.errors import ModelLoadError
-from boneage.models import create_model, export_model, load_checkpoint, load_model, save_checkpoint
+from boneage.models import (
+    create_model,
+    export_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from boneage.preprocess import PreprocessConfig
 
 
@@ -25,7 +31,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     assert raw["format"] == "boneage-checkpoint" and raw["epoch"] == 3
     loaded = load_model(tmp_path / "c.pt")
     x, male = torch.randn(2, 1, 32, 32), torch.tensor([1.0, 0.0])
-    torch.testing.assert_close(loaded.model(x, male)["bone_age_months"], model(x, male)["bone_age_months"])
+    torch.testing.assert_close(loaded.model(x, male).bone_age_months, model(x, male).bone_age_months)
     assert loaded.preprocess.image_size == (32, 32)
     assert not list((tmp_path).glob(".*tmp*")), "atomic write left a temporary file"
 
@@ -33,11 +39,11 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
 def test_export_round_trip_fp32_exact_fp16_close(tmp_path):
     model = _model()
     x, male = torch.randn(2, 1, 32, 32), torch.tensor([1.0, 0.0])
-    expected = model(x, male)["bone_age_months"]
+    expected = model(x, male).bone_age_months
     export_model(tmp_path / "fp32", model, _config(model))
-    torch.testing.assert_close(load_model(tmp_path / "fp32").model(x, male)["bone_age_months"], expected)
+    torch.testing.assert_close(load_model(tmp_path / "fp32").model(x, male).bone_age_months, expected)
     export_model(tmp_path / "fp16", model, _config(model), dtype=torch.float16)
-    got = load_model(tmp_path / "fp16").model(x, male)["bone_age_months"]
+    got = load_model(tmp_path / "fp16").model(x, male).bone_age_months
     assert (got - expected).abs().max() < 1.0  # months
 
 
@@ -76,8 +82,8 @@ def test_load_checkpoint_missing_file():
 
 
 def test_ensemble_combines_models_and_reports_spread(tmp_path):
-    from boneage.models import LoadedModel, combine_models
     from boneage.inference import predict_images
+    from boneage.models import LoadedModel, combine_models
 
     members = []
     for seed in (1, 2):

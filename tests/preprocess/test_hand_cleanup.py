@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from boneage.errors import InvalidInputError
-from boneage.preprocess import PreprocessConfig, preprocess_image, working_image
+from boneage.preprocess import (
+    PreprocessConfig,
+    build_preprocessing,
+    preprocess_image,
+    working_image,
+)
 from boneage.preprocess.masks import NoHandFoundError, clean_up_hand
 
 
@@ -19,25 +24,25 @@ def _image_and_mask():
 
 def test_mask_blanks_everything_outside_the_hand():
     image, mask = _image_and_mask()
-    out = clean_up_hand(image, mask, "mask")
-    assert out.shape == image.shape
+    out, box = clean_up_hand(image, mask, "mask")
+    assert out.shape == image.shape and box == (0, 40, 0, 60)
     assert np.all(out[~mask] == 0) and np.array_equal(out[mask], image[mask])
 
 
 def test_crop_keeps_the_hand_box_plus_margin():
     image, mask = _image_and_mask()
-    out = clean_up_hand(image, mask, "crop", margin=0.1)  # 20 px box + 2 px each side
-    assert out.shape == (24, 24)
+    out, box = clean_up_hand(image, mask, "crop", margin=0.1)  # 20 px box + 2 px each side
+    assert out.shape == (24, 24) and box == (8, 32, 18, 42)
     np.testing.assert_array_equal(out, image[8:32, 18:42])
-    both = clean_up_hand(image, mask, "crop_mask", margin=0.1)
+    both, _ = clean_up_hand(image, mask, "crop_mask", margin=0.1)
     assert both.shape == (24, 24) and both[0, 0] == 0 and both[2, 2] == image[10, 20]
 
 
 def test_hand_contrast_stretches_the_hands_percentiles():
     image, mask = _image_and_mask()
-    out = clean_up_hand(image, mask, "mask", contrast="hand", percentiles=(0.0, 100.0))
+    out, _ = clean_up_hand(image, mask, "mask", contrast="hand", percentiles=(0.0, 100.0))
     assert out[mask].min() == pytest.approx(0.0, abs=1e-6) and out[mask].max() == pytest.approx(1.0, abs=1e-6)
-    unchanged = clean_up_hand(image, mask, "none", contrast="image")
+    unchanged, _ = clean_up_hand(image, mask, "none", contrast="image")
     assert unchanged is image or np.array_equal(unchanged, image)
 
 
@@ -47,23 +52,29 @@ def test_empty_mask_is_no_hand():
         clean_up_hand(image, np.zeros_like(image, dtype=bool), "crop_mask")
 
 
-def test_preprocess_image_applies_the_configured_clean_up():
+def test_the_hand_step_is_composed_between_the_working_image_and_the_resize():
     image, mask = _image_and_mask()
     calls = []
 
-    def hand_mask(work, source):
-        calls.append((work.shape, source))
-        return mask
+    def hand_step(state):
+        """A stand-in for segmentation.HandCleanup with a known mask."""
+        calls.append((state.image.shape, state.source))
+        cleaned, box = clean_up_hand(state.image, mask, "crop_mask", margin=0.0)
+        return state.cropped(cleaned, box)
 
     config = PreprocessConfig(image_size=(20, 20), hand="crop_mask", crop_margin=0.0, normalization="minmax")
-    out = preprocess_image(image, config, source="x.png", hand_mask=hand_mask)
+    prepared = build_preprocessing(config, hand_step)(image, "x.png")
     assert calls == [((40, 60), "x.png")]
-    assert out.shape == (20, 20)
+    assert prepared.image.shape == (20, 20)
     # minmax over the whole image maps 0.2..1.0 -> 0..1, the crop is exactly the hand
-    np.testing.assert_allclose(out, (image[10:30, 20:40] - 0.2) / 0.8, atol=1e-6)
+    np.testing.assert_allclose(prepared.image, (image[10:30, 20:40] - 0.2) / 0.8, atol=1e-6)
+    # the geometry maps the model input back onto the crop's place in the radiograph
+    assert prepared.region == (10.0, 30.0, 20.0, 40.0) and prepared.content == (0, 0, 20, 20)
+    np.testing.assert_allclose(prepared.input_to_original(np.array([[0.0, 0.0], [20.0, 20.0]])), [[20, 10], [40, 30]])
+    np.testing.assert_array_equal(preprocess_image(image, config, "x.png", hand_step), prepared.image)
 
 
-def test_preprocess_image_needs_a_mask_function_when_configured():
+def test_preprocessing_needs_a_hand_step_when_configured():
     with pytest.raises(InvalidInputError, match="needs a hand segmenter"):
         preprocess_image(np.random.default_rng(0).random((50, 50)), PreprocessConfig(hand="mask"))
     with pytest.raises(InvalidInputError, match="needs a hand segmenter"):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from boneage.data import apply_split, load_hand_keypoints, load_images, load_rsna, load_split, to_input_coordinates
+from boneage.data import (
+    apply_split,
+    load_hand_keypoints,
+    load_images,
+    load_rsna,
+    load_split,
+    to_input_coordinates,
+)
 from boneage.evaluation import roi_detection_metrics
 from boneage.models import create_model, default_model_path
 from boneage.preprocess import PreprocessConfig

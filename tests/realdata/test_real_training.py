@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from boneage.data import load_rsna, load_images
+from boneage.data import load_images, load_rsna
 from boneage.io import read_image
 from boneage.preprocess import PreprocessConfig
 from boneage.training import TrainConfig, train

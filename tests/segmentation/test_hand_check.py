@@ -60,18 +60,19 @@ def test_predictor_refuses_an_image_without_a_hand(tiny_model_dir, segmenter):
 
     predictor = Predictor(tiny_model_dir)
     image = _radiograph(_no_hand_images()["noise"].astype(np.float32))
-    with pytest.raises(NoHandFoundError, match="no hand found"):
-        predictor.prepare_radiograph(image, "F", source="noise.png")
+    with pytest.raises(NoHandFoundError, match="^noise.png: no hand found"):
+        predictor.prepare(image, "noise.png")
     hand = hand_phantom(120, "F", 256, np.random.default_rng(1)).astype(np.float32)
-    assert predictor.prepare_radiograph(dataclasses.replace(image, pixels=hand), "F")[0].shape == (64, 64)
+    prepared = predictor.prepare(dataclasses.replace(image, pixels=hand))
+    assert prepared.image.shape == (64, 64) and prepared.hand["fraction"] > 0.05  # the check's evidence travels
     # the check can be switched off: then the number is the caller's responsibility
     unchecked = Predictor(tiny_model_dir, check_hand=False)
-    assert unchecked.prepare_radiograph(image, "F")[0].shape == (64, 64)
+    assert unchecked.prepare(image).image.shape == (64, 64) and unchecked.prepare(image).hand is None
 
 
 def test_a_model_that_segments_its_inputs_crops_to_the_hand(tmp_path, segmenter):
     from boneage.inference import Predictor
-    from boneage.segmentation import hand_masker
+    from boneage.segmentation import model_preprocessing
 
     folder = export_tiny_model(tmp_path / "m", "tiny-seg", "global_resnet18", width=0.25, head="ordinal")
     config = json.loads((folder / "config.json").read_text())
@@ -82,15 +83,16 @@ def test_a_model_that_segments_its_inputs_crops_to_the_hand(tmp_path, segmenter)
     hand = hand_phantom(120, "F", 256, np.random.default_rng(2))
     wide = np.zeros((256, 320), np.uint8)
     wide[:, 32:288] = hand  # the same hand with empty space left and right: cropped away
-    a = predictor.prepare_radiograph(_radiograph(hand), "F")[0].astype(float)
-    b = predictor.prepare_radiograph(_radiograph(wide), "F")[0].astype(float)
-    assert np.abs(a - b).mean() < 8  # of 255: the crop gives (nearly) the same input
+    a, b = predictor.prepare(_radiograph(hand)), predictor.prepare(_radiograph(wide))
+    assert np.abs(a.to_uint8().astype(float) - b.to_uint8()).mean() < 8  # of 255: the crop gives (nearly) the same input
+    # the crop is recorded: the input of the wide image maps back into its middle, where the hand is
+    assert b.region[2] >= 24 and b.region[3] <= 296 and b.mask.shape == (256, 320)
     with pytest.raises(NoHandFoundError):
-        predictor.prepare_radiograph(_radiograph(_no_hand_images()["noise"].astype(np.float32)), "F")
+        predictor.prepare(_radiograph(_no_hand_images()["noise"].astype(np.float32)))
     # a model trained with another segmenter version is refused, in one line
     other = dataclasses.replace(PreprocessConfig.from_dict(config["preprocess"]), segmenter_version="not-this-one")
     with pytest.raises(ModelLoadError, match="trained with hand segmenter version not-this-one"):
-        hand_masker(other)
+        model_preprocessing(other)
 
 
 @pytest.mark.realdata
@@ -102,9 +104,9 @@ def test_an_inverted_real_radiograph_is_named_as_such(tiny_model_dir, segmenter)
         pytest.skip(f"real data not found at {SHARED_DATA}")
     pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
     predictor = Predictor(tiny_model_dir)
-    assert predictor.prepare_radiograph(_radiograph(pixels), "M")[0].shape == (64, 64)
+    assert predictor.prepare(_radiograph(pixels)).image.shape == (64, 64)
     with pytest.raises(UnusableImageError, match="looks inverted") as err:
-        predictor.prepare_radiograph(_radiograph(255.0 - pixels), "M", source="1377-inverted.png")
+        predictor.prepare(_radiograph(255.0 - pixels), "1377-inverted.png")
     assert str(err.value).startswith("1377-inverted.png: ") and "\n" not in str(err.value)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from boneage import artifacts
 from boneage.data import hand_phantom
 from boneage.errors import DatasetError, InvalidInputError, ModelLoadError
 from boneage.preprocess import AugmentConfig
@@ -17,7 +18,6 @@ from boneage.segmentation import (
     load_segmenter,
     training_masks,
 )
-from boneage.segmentation import segmenter as segmenter_module
 from boneage.segmentation.training import dice_bce_loss, fit, select_ids
 
 
@@ -100,7 +100,7 @@ def test_load_errors_are_one_line(tmp_path, tiny_model_dir, monkeypatch):
         load_segmenter(tiny_model_dir)  # a bone age model is not a segmenter
     empty = tmp_path / "shipped"
     empty.mkdir()
-    monkeypatch.setattr(segmenter_module, "default_segmenter_path", lambda: empty)
+    monkeypatch.setattr(artifacts, "default_artifact_path", lambda _format: empty)
     with pytest.raises(ModelLoadError) as err:
         load_segmenter(None)
     message = str(err.value)

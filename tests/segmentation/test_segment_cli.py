@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from boneage import artifacts
 from boneage.cli import main
 from boneage.data import KEYPOINT_NAMES, hand_phantom, write_phantom_dataset
 from boneage.preprocess import AugmentConfig
 from boneage.preprocess.masks import classical_hand_mask
 from boneage.segmentation import HandSegmenter, export_segmenter, training_masks
-from boneage.segmentation import segmenter as segmenter_module
 from boneage.segmentation.training import fit
 
 
@@ -76,7 +76,7 @@ def test_segment_a_folder_exits_0(capsys, tmp_path, tiny_segmenter_dir):
 
 def test_segment_without_shipped_weights_is_one_line(capsys, tmp_path, monkeypatch):
     Image.fromarray(hand_phantom(120, "M", 64, np.random.default_rng(5))).save(tmp_path / "hand.png")
-    monkeypatch.setattr(segmenter_module, "default_segmenter_path", lambda: tmp_path / "no-weights")
+    monkeypatch.setattr(artifacts, "default_artifact_path", lambda _format: tmp_path / "no-weights")
     code, _, err = run(capsys, "segment", tmp_path / "hand.png", "-o", tmp_path / "out")
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "no hand segmenter is installed" in lines[0]

@@ -4,7 +4,6 @@ learns, the exported model carries its detection metrics; clear errors without k
 import json
 import re
 
-import numpy as np
 import pytest
 
 from boneage.data import KEYPOINT_NAMES
@@ -57,7 +56,7 @@ def test_alanet_trains_with_keypoints_and_reports_detection(annotated_phantoms, 
     assert detection["n_images"] > 0 and detection["n_boxes"] == 17 * detection["n_images"]
     assert 0 <= detection["ap"] <= 100 and detection["ap50"] >= detection["ap75"]
     assert config["model"]["name"] == "alanet18" and summary["val_metrics"]["n"] == config["training"]["split"]["n_val"]
-    assert load_model(tmp_path / "run" / "model").model.uses_rpn
+    assert load_model(tmp_path / "run" / "model").model.capabilities.needs_keypoints
 
 
 def test_rpn_alone_on_annotated_images_only(annotated_phantoms, tmp_path):

@@ -61,10 +61,11 @@ def test_training_with_hand_clean_up_records_it_in_the_model(phantoms, tmp_path)
     assert config["preprocess"]["hand"] == "crop_mask" and config["preprocess"]["contrast"] == "hand"
     assert config["preprocess"]["segmenter_version"] == cached_segmenter().info["version"]
     predictor = Predictor(tmp_path / "seg" / "model")
-    assert predictor.hand_mask is not None and predictor.hand_checker is None
+    assert "HandCleanup(hand='crop_mask', contrast='hand', check=True)" in repr(predictor.pipeline)
     image_dir, _ = phantoms
-    prediction = predictor.predict_files([sorted(Path(image_dir).glob("*.png"))[0]], sex="F")[0]
-    assert prediction.error is None and 0 <= prediction.bone_age_months <= 228
+    prepared = predictor.prepare(sorted(Path(image_dir).glob("*.png"))[0])
+    months, _ = predictor.predict([prepared], ["F"])
+    assert prepared.mask is not None and 0 <= months[0] <= 228
 
 
 def test_killed_run_resumes_to_the_same_result(phantoms, tmp_path):

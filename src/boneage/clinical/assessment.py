@@ -1,15 +1,12 @@
-"""The clinical assessment of one radiograph: one function for the CLI, the service and the DICOM node.
-
-``assess(predictor, image, sex=..., chronological_age_months=..., height_cm=...)`` runs the model and
-puts its bone age in context: bone age minus chronological age, SDS, centile and reading against
-Greulich & Pyle, a Bayley-Pinneau adult height, and the model's own uncertainty as an interval.
+"""The clinical meaning of a bone age: :class:`Assessment` (the result every front end shows and stores)
+and :func:`interpret`, which puts a bone age in context: bone age minus chronological age, SDS, centile and
+reading against Greulich & Pyle, a Bayley-Pinneau adult height, and the model's own uncertainty as an
+interval. Running a model on a radiograph is :mod:`boneage.api`'s job; this module needs no model.
 
 What cannot be computed is said, not guessed: an age outside the reference tables, a bone age outside
 0-19 years or a bone age outside a Bayley-Pinneau table leave that number out (None) and add a sentence
-to ``Assessment.statements``. Bad input (a sex other than M/F, an impossible age or height, a file
-that cannot be read) raises a :class:`~boneage.errors.BoneAgeError`. An image the model refuses
-(blank, too small) raises in :func:`assess`; :func:`assess_or_reject` returns an Assessment with
-``status == 'rejected'`` instead, so a report can say so.
+to ``Assessment.statements``. Bad input (a sex other than M/F, an impossible age or height) raises a
+:class:`~boneage.errors.BoneAgeError`.
 
 All ages are in months.
 """
@@ -18,17 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
-import logging
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..errors import ImageReadError, InvalidInputError
-from ..io import RadiographImage, read_image
+from ..errors import InvalidInputError
+from ..utils import format_months
 from .reference import (
     BONE_AGE_RANGE_MONTHS,
     HEIGHT_RANGE_CM,
@@ -38,22 +32,24 @@ from .reference import (
 )
 
 __all__ = [
+    "AGE_SOURCES",
     "DISCLAIMER",
     "Assessment",
-    "assess",
-    "assess_or_reject",
+    "check_evidence",
+    "check_height",
+    "chronological_age",
     "chronological_age_from_meta",
     "format_age",
     "interpret",
     "parse_age",
+    "patient_fields",
+    "study_fields",
 ]
 
 DISCLAIMER = (
     "This report was produced by software (boneage) to support, not replace, a qualified reader: the bone "
     "age and every number derived from it must be checked against the radiograph by a clinician."
 )
-log = logging.getLogger("boneage.clinical")
-
 MAX_AGE_MONTHS = 240.0
 INTERVAL_Z = 1.96  # a 95% interval under a normal spread
 AGE_SOURCES = {
@@ -103,12 +99,7 @@ def parse_age(text) -> float:
 
 def format_age(months: float | None) -> str | None:
     """``131.4`` -> ``'10 years 11 months'`` (whole months, rounded; singular forms; a sign when negative)."""
-    if months is None:
-        return None
-    total = round(float(months))
-    sign = "-" if total < 0 else ""
-    years, rest = divmod(abs(total), 12)
-    return f"{sign}{years} year{'' if years == 1 else 's'} {rest} month{'' if rest == 1 else 's'}"
+    return format_months(months, "long")
 
 
 def _date(value: str | None) -> _dt.date | None:
@@ -148,7 +139,7 @@ class Assessment:
     ``status`` is ``'ok'`` or ``'rejected'`` (the model refused the image: no bone age, ``rejection``
     says why). Numbers that could not be computed are None and ``statements`` says why. ``radiograph``
     (grayscale uint8 for display) and ``evidence`` (an RGB uint8 overlay) are kept for reports and are
-    not part of the JSON.
+    not part of the JSON, nor is ``record``: the stored record when the assessment was stored.
     """
 
     status: str
@@ -177,6 +168,8 @@ class Assessment:
     evidence_label: str | None = None
     radiograph: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     evidence: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    evidence_kind: str | None = dataclasses.field(default=None, compare=False)  # 'gradcam', 'rois', 'attention'
+    record: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def bone_age_text(self) -> str | None:
@@ -300,7 +293,7 @@ class Assessment:
             result.reference_mean_months = result.reference_sd_months = None
         result.radiograph = radiograph
         if evidence is not None:
-            result.evidence = _check_evidence(evidence)
+            result.evidence = check_evidence(evidence)
             result.evidence_label = text(evidence_info.get("label")) or "model evidence"
         return result
 
@@ -326,7 +319,7 @@ def interpret(
     if not math.isfinite(bone_age):
         raise InvalidInputError(f"bone age must be a finite number, got {bone_age_months!r}")
     age = _age_value(chronological_age_months)
-    height = _height(height_cm)
+    height = check_height(height_cm)
     result = Assessment(status="ok", sex=sex, bone_age_months=bone_age, chronological_age_months=age, height_cm=height)
     statements = result.statements
     low, high = BONE_AGE_RANGE_MONTHS
@@ -389,141 +382,23 @@ def _age_value(months) -> float | None:
     return age
 
 
-def _height(height_cm) -> float | None:
+def check_height(height_cm, field: str = "height_cm") -> float | None:
+    """A height in cm (a number or text) within the Bayley-Pinneau tables' range; None stays None.
+    Messages name the value as ``field``."""
     if height_cm is None:
         return None
     try:
         height = float(height_cm)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"height must be a number of centimetres, got {height_cm!r}") from None
+        raise InvalidInputError(f"{field} must be a number of centimetres, got {height_cm!r}") from None
     low, high = HEIGHT_RANGE_CM
     if not (math.isfinite(height) and low <= height <= high):
-        raise InvalidInputError(f"height must be between {low:g} and {high:g} cm, got {height_cm!r}")
+        raise InvalidInputError(f"{field} must be between {low:g} and {high:g} cm, got {height_cm!r}")
     return height
 
 
-# ---------------------------------------------------------------------------------------- the model
-def assess(
-    predictor,
-    image: RadiographImage | str | Path,
-    *,
-    sex: str | None = None,
-    chronological_age_months: float | str | None = None,
-    height_cm: float | None = None,
-    evidence: np.ndarray | None = None,
-    evidence_label: str | None = None,
-    explain: bool = True,
-    source: str | None = None,
-) -> Assessment:
-    """Assess one radiograph (a path or a :class:`RadiographImage`) with a model.
-
-    ``predictor`` is a :class:`boneage.inference.Predictor`, or a model path (None: the shipped model)
-    to load one. ``sex`` and ``chronological_age_months`` (months, or text such as ``'9y4m'``) given
-    win over the DICOM tags; otherwise the age comes from the birth and study dates, else Patient's Age.
-    ``evidence`` is an optional ``(H, W, 3)`` uint8 RGB overlay to show in reports, ``evidence_label``
-    what it shows; without it (and with ``explain``) the model's own evidence is drawn
-    (:func:`boneage.explain.explain_image`: ALA-Net's ROIs, Grad-CAM for ResNets). ``source`` names the
-    image in messages (default: its path), e.g. an upload's file name. Raises :class:`~boneage.errors.BoneAgeError` for bad input and for an image the
-    model refuses (see :func:`assess_or_reject`).
-    """
-    return _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label,
-                   reject=False, explain=explain, source=source)
-
-
-def assess_or_reject(
-    predictor,
-    image: RadiographImage | str | Path,
-    *,
-    sex: str | None = None,
-    chronological_age_months: float | str | None = None,
-    height_cm: float | None = None,
-    evidence: np.ndarray | None = None,
-    evidence_label: str | None = None,
-    explain: bool = True,
-    source: str | None = None,
-) -> Assessment:
-    """Like :func:`assess`, but an image the model refuses (blank, too small, no hand) gives an
-    Assessment with ``status='rejected'`` and a statement saying why, for reports and the service.
-
-    A file that cannot be read at all, a sex that is unknown and other bad input still raise.
-    """
-    return _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label,
-                   reject=True, explain=explain, source=source)
-
-
-def _assess(predictor, image, sex, chronological_age_months, height_cm, evidence, evidence_label, *, reject,
-            explain=True, source=None):
-    from ..inference import Predictor, normalize_sex
-
-    if not hasattr(predictor, "predict_arrays"):
-        predictor = Predictor(predictor)
-    given_age = None if chronological_age_months is None else parse_age(chronological_age_months)
-    height = _height(height_cm)
-    evidence = _check_evidence(evidence)
-    radiograph = image if isinstance(image, RadiographImage) else read_image(image)
-    source = source or (str(image.meta.path) if isinstance(image, RadiographImage) else str(image))
-    age, age_source, age_statements = _chronological_age(given_age, radiograph.meta)
-    base = {
-        "source": source,
-        "image_sha256": _sha256(image, radiograph),
-        "model": _model_info(predictor),
-        "patient": _patient(radiograph.meta),
-        "study": _study(radiograph.meta),
-        "radiograph": _safe_display(radiograph.pixels),
-    }
-    try:
-        prepared, sex, sex_source = predictor.prepare_radiograph(radiograph, sex, source=source)
-    except ImageReadError as err:
-        if not reject:
-            raise
-        known_sex = normalize_sex(sex) if sex is not None else radiograph.meta.sex
-        return Assessment(
-            status="rejected",
-            sex=known_sex,
-            sex_source=None if known_sex is None else "argument" if sex is not None else "dicom",
-            chronological_age_months=age,
-            chronological_age_source=age_source,
-            height_cm=height,
-            rejection=str(err),
-            statements=[f"The image was rejected and no bone age was estimated: {err}", *age_statements],
-            **base,
-        )
-    months, sd = predictor.predict_arrays(prepared[None], [sex], with_sd=True)
-    result = interpret(
-        float(months[0]), sex, chronological_age_months=age, height_cm=height,
-        bone_age_sd_months=None if sd is None else float(sd[0]), uncertainty_method=_uncertainty_method(predictor),
-    )
-    result.statements[:0] = age_statements
-    mae = base["model"].get("validation_mae_months")
-    if result.uncertainty is not None:
-        result.statements.append(
-            "The interval shows how much the model's own estimates disagree, not its error against expert readers"
-            + (f" (its validation MAE is {float(mae):.1f} months)." if mae is not None else ".")
-        )
-    for key, value in base.items():
-        setattr(result, key, value)
-    result.sex_source, result.chronological_age_source = sex_source, age_source
-    if evidence is None and explain:
-        evidence, evidence_label = _model_evidence(predictor, prepared, sex, base["radiograph"], result.statements)
-    result.evidence, result.evidence_label = evidence, (evidence_label or "model evidence") if evidence is not None else None
-    return result
-
-
-def _model_evidence(predictor, prepared: np.ndarray, sex: str, display, statements: list[str]):
-    """The model's own visual evidence -> ``(overlay, label)``, or ``(None, None)`` when the model offers
-    none. Evidence is an aid to the reader, so a failure to draw it is stated, and the assessment stands."""
-    from ..explain import explain_image
-
-    try:
-        found = explain_image(predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display)
-    except Exception as err:  # noqa: BLE001 - the bone age does not depend on it
-        log.warning("the model's visual evidence could not be drawn (%s)", type(err).__name__)
-        statements.append("The model's visual evidence could not be drawn for this image; the radiograph is shown.")
-        return None, None
-    return (found.overlay, found.label) if found is not None else (None, None)
-
-
-def _chronological_age(given: float | None, meta) -> tuple[float | None, str | None, list[str]]:
+# ------------------------------------------------------------------------------------ from the image
+def chronological_age(given: float | None, meta) -> tuple[float | None, str | None, list[str]]:
     from_file, file_source, statements = chronological_age_from_meta(meta)
     if given is None:
         return from_file, file_source, statements
@@ -533,7 +408,7 @@ def _chronological_age(given: float | None, meta) -> tuple[float | None, str | N
     return given, "argument", statements
 
 
-def _check_evidence(evidence) -> np.ndarray | None:
+def check_evidence(evidence) -> np.ndarray | None:
     if evidence is None:
         return None
     array = np.asarray(evidence)
@@ -542,34 +417,7 @@ def _check_evidence(evidence) -> np.ndarray | None:
     return array
 
 
-def _sha256(image, radiograph: RadiographImage) -> str:
-    """SHA-256 of the file's bytes when there is a file, else of the pixel array."""
-    path = Path(image) if not isinstance(image, RadiographImage) else Path(radiograph.meta.path or "")
-    digest = hashlib.sha256()
-    if str(path) and path.is_file():
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    else:
-        digest.update(np.ascontiguousarray(radiograph.pixels).tobytes())
-    return digest.hexdigest()
-
-
-def _model_info(predictor) -> dict:
-    loaded = predictor.loaded
-    mae = (loaded.config.get("metrics") or {}).get("validation", {}).get("mae_months")
-    return {"name": loaded.name, "version": loaded.version, "validation_mae_months": mae}
-
-
-def _uncertainty_method(predictor) -> str:
-    members = len(predictor.loaded.config.get("members") or [])
-    what = f"SD across the {members} ensemble members" if members else "SD across ensemble members"
-    if getattr(predictor, "tta", None) == "hflip":
-        what += ", each averaged over the image and its mirror image (flip views)"
-    return f"{what}; interval = bone age +/- {INTERVAL_Z} SD"
-
-
-def _patient(meta) -> dict:
+def patient_fields(meta) -> dict:
     return {
         "name": getattr(meta, "patient_name", None),
         "id": getattr(meta, "patient_id", None),
@@ -579,7 +427,7 @@ def _patient(meta) -> dict:
     }
 
 
-def _study(meta) -> dict:
+def study_fields(meta) -> dict:
     return {
         "date": getattr(meta, "study_date", None),
         "accession_number": getattr(meta, "accession_number", None),
@@ -592,13 +440,3 @@ def _study(meta) -> dict:
         "sop_instance_uid": getattr(meta, "sop_instance_uid", None),
         "format": getattr(meta, "format", None),
     }
-
-
-def _safe_display(pixels: np.ndarray) -> np.ndarray | None:
-    """A display copy of the radiograph; never stops an assessment or a rejection report."""
-    from ..explain import display_image
-
-    try:
-        return display_image(pixels)
-    except Exception:  # noqa: BLE001 - e.g. a blank image the model also refuses
-        return None

@@ -16,19 +16,18 @@ import base64
 import datetime as _dt
 import html
 import io
-import os
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from ..errors import InvalidInputError
+from ..utils import atomic_write
 from .assessment import AGE_SOURCES, DISCLAIMER, Assessment, format_age
 from .reference import _gp_columns
 
-__all__ = ["REPORT_SUFFIXES", "growth_chart", "report_format", "write_report"]
+__all__ = ["REPORT_SUFFIXES", "growth_chart", "render_report", "report_format", "write_report"]
 
 REPORT_SUFFIXES = {".pdf": "pdf", ".html": "html", ".htm": "html"}
 A4_INCHES = (8.27, 11.69)
@@ -47,12 +46,25 @@ def write_report(assessment: Assessment, path: str | Path, *, image_rgb: np.ndar
     """Write the report as PDF or HTML (chosen by the suffix of ``path``) and return the path.
 
     ``image_rgb`` is the picture to show (an ``(H, W, 3)`` or ``(H, W)`` uint8 array); by default the
-    assessment's evidence overlay, else its radiograph. Written atomically.
+    assessment's evidence overlay, else its radiograph. Written atomically: an error leaves no file.
     """
     kind = report_format(path)
     path = Path(path)
     if not path.parent.is_dir():
         raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
+    return atomic_write(path, lambda stream: _render(assessment, kind, image_rgb, stream), fsync=False)
+
+
+def render_report(assessment: Assessment, kind: str = "pdf", *, image_rgb: np.ndarray | None = None) -> bytes:
+    """The report as bytes: ``kind`` ``'pdf'`` or ``'html'`` (see :func:`write_report`)."""
+    if kind not in REPORT_SUFFIXES.values():
+        raise InvalidInputError(f"report kind must be pdf or html, got {kind!r}")
+    buffer = io.BytesIO()
+    _render(assessment, kind, image_rgb, buffer)
+    return buffer.getvalue()
+
+
+def _render(assessment: Assessment, kind: str, image_rgb, stream) -> None:
     picture = image_rgb if image_rgb is not None else (
         assessment.evidence if assessment.evidence is not None else assessment.radiograph)
     if picture is not None:
@@ -60,17 +72,11 @@ def write_report(assessment: Assessment, path: str | Path, *, image_rgb: np.ndar
         if picture.dtype != np.uint8 or picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
             raise InvalidInputError(f"image_rgb must be an (H, W, 3) or (H, W) uint8 array, got "
                                     f"{picture.dtype} {tuple(picture.shape)}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # unique per writer
-    try:
-        if kind == "pdf":
-            _write_pdf(assessment, picture, tmp)
-        else:
-            tmp.write_text(_html(assessment, picture), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    if kind == "pdf":
+        _pdf_figure(assessment, picture).savefig(
+            stream, format="pdf", metadata={"Title": "Bone age assessment", "Creator": f"boneage {__version__}"})
+    else:
+        stream.write(_html(assessment, picture).encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------------- growth chart
@@ -229,11 +235,6 @@ def _generated() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- PDF
-def _write_pdf(a: Assessment, picture, out: Path) -> None:
-    fig = _pdf_figure(a, picture)
-    fig.savefig(out, format="pdf", metadata={"Title": "Bone age assessment", "Creator": f"boneage {__version__}"})
-
-
 def _pdf_figure(a: Assessment, picture):
     """The report as one A4 portrait matplotlib Figure."""
     from matplotlib.figure import Figure

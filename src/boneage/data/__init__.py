@@ -1,6 +1,13 @@
 """Datasets (RSNA layout, CSV manifests), seeded splits, and synthetic hand phantoms."""
 
-from .datasets import Sample, load_images, load_manifest, load_rsna, parse_sex, samples_summary
+from .datasets import (
+    Sample,
+    load_images,
+    load_manifest,
+    load_rsna,
+    parse_sex,
+    samples_summary,
+)
 from .keypoints import (
     KEYPOINT_NAMES,
     ROI_KEYPOINTS,

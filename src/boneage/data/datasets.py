@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import BoneAgeError, DatasetError, InvalidInputError
 from ..io import read_image
-from ..preprocess import PreprocessConfig, preprocess_image
+from ..preprocess import PreprocessConfig, build_preprocessing
+from ..utils import atomic_write
 
 __all__ = ["Sample", "load_rsna", "load_manifest", "load_images", "parse_sex", "samples_summary"]
 
@@ -220,13 +221,14 @@ def load_images(
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = False,
-    hand_mask=None,
+    pipeline=None,
 ) -> np.ndarray:
     """Decode and preprocess every sample into a ``(N, H, W)`` uint8 array (0-255 = [0, 1]).
 
-    ``hand_mask`` is the mask function a config with hand clean-up needs (see
-    :func:`~boneage.preprocess.preprocess_image`); an image where it finds no hand is an error
-    naming the sample, as an unreadable one is.
+    ``pipeline`` is the model's composed preprocessing (``pipeline(pixels, source) -> Prepared``;
+    default: :func:`~boneage.preprocess.build_preprocessing` of ``config``, which a config with hand
+    clean-up refuses: pass :func:`boneage.segmentation.model_preprocessing` of it); an image where it
+    finds no hand is an error naming the sample, as an unreadable one is.
 
     With ``cache_dir`` the array is stored as ``.npy`` keyed by the files and the config, so a second
     run with the same data starts at once. An unreadable image raises :class:`DatasetError` naming it.
@@ -237,12 +239,13 @@ def load_images(
         if cache_file.exists():
             return np.load(cache_file)
 
+    pipeline = pipeline or build_preprocessing(config)
+
     def one(sample: Sample) -> np.ndarray:
         try:
-            image = preprocess_image(read_image(sample.path).pixels, config, source=sample.path, hand_mask=hand_mask)
+            return pipeline(read_image(sample.path).pixels, sample.path).to_uint8()
         except BoneAgeError as err:
             raise DatasetError(f"sample {sample.id}: {err}") from None
-        return np.round(image * 255.0).astype(np.uint8)
 
     out = np.empty((len(samples), *config.image_size), dtype=np.uint8)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
@@ -258,8 +261,5 @@ def load_images(
     finally:  # on the first bad image, do not decode the thousands still queued
         pool.shutdown(wait=True, cancel_futures=True)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, out)
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, lambda stream: np.save(stream, out), fsync=False)
     return out

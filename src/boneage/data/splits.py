@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DatasetError
+from ..utils import atomic_write
 from .datasets import Sample
 
 __all__ = ["split_samples", "save_split", "load_split", "apply_split"]
@@ -52,10 +52,7 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.1, seed: int = 
 
 def save_split(split: dict, path: str | Path) -> None:
     """Write atomically: other processes (DDP ranks) may read it at any moment."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(split, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(split, indent=1))
 
 
 def load_split(path: str | Path) -> dict:

@@ -1,6 +1,11 @@
 """Accuracy metrics and plots for bone age predictions."""
 
-from .detection import average_precision, detection_metrics, ossification_hits, roi_detection_metrics
+from .detection import (
+    average_precision,
+    detection_metrics,
+    ossification_hits,
+    roi_detection_metrics,
+)
 from .metrics import AGE_GROUPS_YEARS, age_group, compute_metrics, format_metrics_table
 from .plots import plot_agreement
 

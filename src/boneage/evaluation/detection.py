@@ -104,7 +104,7 @@ def roi_detection_metrics(model, images, points: list, males, preprocess, batch_
     ``images`` ``(N, H, W)`` (uint8 or [0, 1]), ``points`` per image the ROI keypoints in model-input
     pixels (or None: not annotated, skipped); ground truth is the keypoint boxes the RPN is trained on.
     """
-    from ..inference import predict_rois, roi_model
+    from ..inference import predict_rois
     from ..models.alanet import keypoint_boxes
 
     chosen = [i for i, p in enumerate(points) if p is not None]
@@ -113,6 +113,6 @@ def roi_detection_metrics(model, images, points: list, males, preprocess, batch_
     rois, scores = predict_rois(model, np.asarray(images)[chosen], np.asarray(males, dtype=np.float32)[chosen],
                                 preprocess, batch_size=batch_size)
     size = tuple(np.asarray(images).shape[-2:])
-    box_size = roi_model(model).box_size(size)
+    box_size = model.keypoint_box_size(size)
     truth = [keypoint_boxes(torch.as_tensor(points[i]), box_size, size).numpy() for i in chosen]
     return detection_metrics(list(zip(rois, scores)), truth)

@@ -32,17 +32,16 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size:
 
         batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
     for start in batches:
-        images, chunk = [], []
+        prepared, chunk = [], []
         for sample in samples[start : start + batch_size]:
             try:
-                image, _, _ = predictor.prepare(sample.path, sample.sex)
+                prepared.append(predictor.prepare(sample.path))
             except BoneAgeError as err:
                 skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
                 continue
-            images.append(image)
             chunk.append(sample)
         if chunk:
-            predicted.append(predictor.predict_arrays(np.stack(images), [s.sex for s in chunk], batch_size=batch_size))
+            predicted.append(predictor.predict(prepared, [s.sex for s in chunk], batch_size=batch_size)[0])
             used.extend(chunk)
     if not used:
         first = skipped[0]["error"] if skipped else "no samples"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..utils import atomic_write
 
 __all__ = ["plot_agreement"]
 
@@ -44,10 +45,7 @@ def plot_agreement(predicted_months, true_months, out_png: str | Path, *, sexes=
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-    return out_png
+    try:
+        return atomic_write(out_png, lambda stream: fig.savefig(stream, format="png", dpi=110))
+    finally:
+        plt.close(fig)

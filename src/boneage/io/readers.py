@@ -14,15 +14,17 @@ suffix, so a DICOM file named ``.png`` or a PNG without a suffix are read correc
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 
-from ..errors import ImageReadError, InvalidInputError
+from ..errors import ImageReadError, InvalidInputError, NoPixelDataError
 
-__all__ = ["ImageMeta", "RadiographImage", "read_image", "register_reader", "supported_suffixes"]
+__all__ = ["ImageMeta", "RadiographImage", "normalize_sex", "read_file", "read_image", "read_image_bytes",
+           "register_reader", "supported_suffixes"]
 
 
 def normalize_sex(value) -> str:
@@ -69,13 +71,15 @@ class ImageMeta:
 
 @dataclasses.dataclass
 class RadiographImage:
-    """Pixel array (``(H, W)`` or ``(H, W, C)``) plus its :class:`ImageMeta`."""
+    """Pixel array (``(H, W)`` or ``(H, W, C)``) plus its :class:`ImageMeta`; ``dataset`` is the parsed
+    DICOM data set of a DICOM file (for callers that copy its patient and study elements), else None."""
 
     pixels: np.ndarray
     meta: ImageMeta
+    dataset: object | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
-ReaderFn = Callable[[Path], RadiographImage]
+ReaderFn = Callable[[BinaryIO, str], RadiographImage]  # (stream, name used in messages and meta.path)
 _READERS: dict[str, tuple[Callable[[Path, bytes], bool], ReaderFn]] = {}
 _RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -90,36 +94,49 @@ def supported_suffixes() -> tuple[str, ...]:
     return _RASTER_SUFFIXES + (".dcm", ".dicom")
 
 
+def read_file(path: str | Path, name: str | None = None) -> bytes:
+    """The bytes of an image file; a missing file, a folder or an unreadable file is an
+    :class:`ImageReadError` naming it as ``name`` (default: the path)."""
+    path = Path(path)
+    name = name or str(path)
+    if not path.exists():
+        raise ImageReadError(f"{name}: file not found")
+    if path.is_dir():
+        raise ImageReadError(f"{name}: is a folder, not an image file")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f"{name}: cannot be read ({err.strerror or err})") from None
+
+
 def read_image(path: str | Path) -> RadiographImage:
     """Read one radiograph; raises :class:`ImageReadError` with a one-line reason on any failure."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2048)
-    except OSError as err:
-        raise ImageReadError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not head:
-        raise ImageReadError(f"{path}: file is empty")
-    for name, (sniff, reader) in _READERS.items():
-        if sniff(path, head):
+    return read_image_bytes(read_file(path), str(path))
+
+
+def read_image_bytes(data: bytes, name: str = "image") -> RadiographImage:
+    """Read one radiograph from the bytes of its file (an upload, a received DICOM data set); ``name``
+    (a file name or path: its suffix helps to recognise a DICOM file without preamble) names it in
+    messages and in ``meta.path``. Raises :class:`ImageReadError` with a one-line reason on any failure."""
+    if not data:
+        raise ImageReadError(f"{name}: file is empty")
+    head = bytes(data[:2048])
+    for reader_name, (sniff, reader) in _READERS.items():
+        if sniff(Path(name), head):
             try:
-                image = reader(path)
+                image = reader(io.BytesIO(data), name)
             except ImageReadError:
                 raise
             except Exception as err:  # decoder errors come in many types; the user needs one line
-                raise ImageReadError(f"{path}: cannot decode as {name} ({type(err).__name__}: {err})") from None
-            _check_pixels(path, image.pixels)
+                raise ImageReadError(f"{name}: cannot decode as {reader_name} ({type(err).__name__}: {err})") from None
+            _check_pixels(name, image.pixels)
             return image
     raise ImageReadError(
-        f"{path}: not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM)"
+        f"{name}: not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM)"
     )
 
 
-def _check_pixels(path: Path, pixels: np.ndarray) -> None:
+def _check_pixels(path: str, pixels: np.ndarray) -> None:
     if pixels.ndim not in (2, 3) or pixels.shape[0] < 1 or pixels.shape[1] < 1:
         raise ImageReadError(f"{path}: image has an unusable shape {tuple(pixels.shape)}")
     if pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4):
@@ -138,7 +155,7 @@ def _is_raster(path: Path, head: bytes) -> bool:
     )
 
 
-def _read_raster(path: Path) -> RadiographImage:
+def _read_raster(stream: BinaryIO, path: str) -> RadiographImage:
     import warnings
 
     from PIL import Image
@@ -146,14 +163,14 @@ def _read_raster(path: Path) -> RadiographImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            img = Image.open(stream)
             img.load()
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise ImageReadError(
                 f"{path}: image is too large to be a radiograph ({Image.MAX_IMAGE_PIXELS // 1_000_000}+ megapixels)"
             ) from None
     with img:
-        fmt = (img.format or path.suffix.lstrip(".")).lower()
+        fmt = (img.format or Path(path).suffix.lstrip(".")).lower()
         mode = img.mode
         if mode in ("I;16", "I;16B", "I;16L"):
             pixels = np.array(img, dtype=np.uint16)
@@ -216,16 +233,16 @@ def _text(ds, keyword: str) -> str | None:
     return text or None
 
 
-def _read_dicom(path: Path) -> RadiographImage:
+def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(stream, force=True)
     except Exception as err:
         raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
     if "PixelData" not in ds:
-        raise ImageReadError(f"{path}: DICOM file has no pixel data (is it an image?)")
+        raise NoPixelDataError(f"{path}: DICOM file has no pixel data (is it an image?)")
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     try:
         if frames > 1:  # decode only the first frame, not all of them
@@ -294,7 +311,7 @@ def _read_dicom(path: Path) -> RadiographImage:
         study_description=_text(ds, "StudyDescription"),
         institution=_text(ds, "InstitutionName"),
     )
-    return RadiographImage(pixels=np.asarray(pixels), meta=meta)
+    return RadiographImage(pixels=np.asarray(pixels), meta=meta, dataset=ds)
 
 
 register_reader("dicom", _is_dicom, _read_dicom)

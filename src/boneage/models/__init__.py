@@ -1,20 +1,34 @@
-"""Bone age models: a registry (``create_model``/``list_models``), heads, and serialisation.
+"""Bone age models: the contract every model keeps (:mod:`.base`), a registry (``create_model``/
+``list_models``), heads, and serialisation.
 
 One module per method family registers its models on import; this package imports them all.
 """
 
 from . import alanet, ensemble, global_resnet, residual_attention  # noqa: F401  (register their models)
-from .ensemble import Ensemble, combine_models
 from ._registry import create_model, list_models, model_description, register_model
+from .base import EVIDENCE_KINDS, BoneAgeModel, Capabilities, ModelOutput
+from .ensemble import Ensemble, combine_models
 from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
-from .serialization import LoadedModel, default_model_path, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
+from .serialization import (
+    LoadedModel,
+    default_model_path,
+    export_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    write_model_config,
+)
 
 __all__ = [
+    "EVIDENCE_KINDS",
+    "BoneAgeModel",
+    "Capabilities",
     "Ensemble",
-    "combine_models",
     "LoadedModel",
+    "ModelOutput",
     "OrdinalHead",
     "RegressionHead",
+    "combine_models",
     "create_model",
     "default_model_path",
     "export_model",

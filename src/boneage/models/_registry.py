@@ -10,16 +10,15 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
-import torch.nn as nn
-
 from ..errors import InvalidInputError
+from .base import BoneAgeModel
 
 __all__ = ["register_model", "create_model", "list_models", "model_description"]
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODELS: dict[str, Callable[..., BoneAgeModel]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def register_model(fn: Callable[..., BoneAgeModel]) -> Callable[..., BoneAgeModel]:
     name = fn.__name__
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
@@ -36,7 +35,7 @@ def model_description(name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, **kwargs) -> BoneAgeModel:
     """Build a registered model; an unknown name raises an error listing the valid ones."""
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=1)
@@ -47,5 +46,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     except (TypeError, ValueError, RuntimeError) as err:  # bad options, e.g. width=0 or an empty label range
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InvalidInputError(f"model {name!r} with {kwargs}: {first}") from None
+    if not isinstance(model, BoneAgeModel):
+        raise TypeError(f"registered model {name!r} built a {type(model).__name__}, not a BoneAgeModel")
     model.boneage_spec = {"name": name, "kwargs": dict(kwargs)}
     return model

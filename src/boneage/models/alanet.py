@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_model
+from .base import BoneAgeModel, Capabilities, ModelOutput
 from .detection import AnchorGenerator, RegionProposalNetwork, roi_align
 from .global_resnet import build_resnet_backbone
 from .heads import create_head
@@ -77,7 +78,7 @@ class ROIHead(nn.Module):
         return self.fc(self.convs(rois).flatten(1))
 
 
-class ALANet(nn.Module):
+class ALANet(BoneAgeModel):
     """Global ResNet + RPN-selected anatomical ROIs (ROIAlign, shared ROI head, max pool) + sex -> ordinal."""
 
     def __init__(
@@ -150,10 +151,21 @@ class ALANet(nn.Module):
         )
         self.head = create_head(head, hidden, tuple(label_range))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(evidence=("rois", "gradcam") if self.uses_rpn else ("gradcam",),
+                            needs_keypoints=self.uses_rpn, partial_loss=self.detection_only)
+
+    def cam_layers(self) -> list[nn.Module]:
+        return [self.backbone.layer4]
+
     # ------------------------------------------------------------------------------ pieces
     def box_size(self, image_hw: tuple[int, int]) -> float:
         """Side of a keypoint box for an input of this size (64 px at a 512 px long side)."""
         return self.box_fraction * max(image_hw)
+
+    def keypoint_box_size(self, image_hw: tuple[int, int]) -> float | None:
+        return self.box_size(image_hw) if self.uses_rpn else None
 
     def _anchors(self, image_hw: tuple[int, int]) -> None:
         """Anchors of 0.5x, 1x and 2x the keypoint box, at three aspect ratios, for this input size."""
@@ -163,7 +175,11 @@ class ALANet(nn.Module):
             self.rpn.anchor_generator = AnchorGenerator((size / 2, size, size * 2), (0.5, 1.0, 2.0), self.feature_stride)
             self._anchor_key = key
 
-    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> the 4th block's feature map."""
+        return self.backbone_maps(images)[1]
+
+    def backbone_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, C, H, W)`` -> the 3rd and 4th blocks' feature maps."""
         b = self.backbone
         x = b.act(b.bn1(b.conv1(images)))
@@ -196,50 +212,59 @@ class ALANet(nn.Module):
         return torch.stack(boxes), torch.stack(kept)
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints: list[torch.Tensor] | None = None) -> dict:
-        """Bone age (``bone_age_months``) and, with the RPN, the ROIs (``rois`` ``(N, 17, 4)`` in input
-        pixels, ``roi_scores``). ``keypoints`` (training): per image ``(K, 2)`` keypoint centres in input
-        pixels, ``(0, 2)`` for an unannotated image; they add the RPN losses to the outputs."""
-        c3, c4 = self.forward_features(images)
+    def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints: list[torch.Tensor] | None = None) -> ModelOutput:
+        """Bone age and, with the RPN, the ROIs (``rois`` ``(N, 17, 4)`` in input pixels, ``roi_scores``).
+        ``keypoints`` (training): per image ``(K, 2)`` keypoint centres in input pixels, ``(0, 2)`` for an
+        unannotated image; they add the RPN losses to ``losses``."""
+        c3, c4 = self.backbone_maps(images)
         pooled = c4.mean(dim=(2, 3))
         sex = self.sex_fc(male.view(-1, 1).to(pooled.dtype))
-        parts, outputs = [pooled], {}
+        parts, out = [pooled], {}
         if self.uses_rpn:
-            image_hw = tuple(images.shape[-2:])
-            features = self.detection_features(c3, c4)
-            self._anchors(image_hw)
-            targets = None
-            if keypoints is not None:
-                size = self.box_size(image_hw)
-                targets = [keypoint_boxes(k.to(images.device), size, image_hw) for k in keypoints]
-            proposals, scores, rpn_losses = self.rpn(features, image_hw, targets)
-            rois, roi_scores = self._fixed_count(proposals, scores, image_hw)
-            outputs.update(rpn_losses, rois=rois, roi_scores=roi_scores)
-            if self.local_features or (self.patch_training and self.training):
-                pooled_rois = roi_align(features, list(rois), (self.roi_size, self.roi_size), 1.0 / self.feature_stride)
-                roi_features = self.roi_head(pooled_rois).view(images.shape[0], self.num_rois, -1)
-                if self.local_features:
-                    parts.append(roi_features.max(dim=1).values)
-                if self.patch_training and self.training:
-                    per_roi_sex = sex[:, None, :].expand(-1, self.num_rois, -1)
-                    patch_in = torch.cat([roi_features, per_roi_sex.to(roi_features.dtype)], dim=2).flatten(0, 1)
-                    outputs["patch"] = self.patch_head(self.patch_mlp(patch_in))
-        outputs.update(self.head(self.mlp(torch.cat(parts + [sex.to(pooled.dtype)], dim=1))))
-        return outputs
+            out = self._local(images, c3, c4, sex, keypoints)
+            if "local" in out:
+                parts.append(out.pop("local"))
+        head = self.head(self.mlp(torch.cat(parts + [sex.to(pooled.dtype)], dim=1)))
+        extras = {"head": head, **({"patch": out["patch"]} if "patch" in out else {})}
+        return ModelOutput(bone_age_months=head["bone_age_months"], rois=out.get("rois"),
+                           roi_scores=out.get("roi_scores"), extras=extras, losses=out.get("losses", {}))
 
-    def compute_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+    def _local(self, images, c3, c4, sex, keypoints) -> dict:
+        """The RPN's ROIs (and its losses with ``keypoints``), the local feature and the patch outputs."""
+        image_hw = tuple(images.shape[-2:])
+        features = self.detection_features(c3, c4)
+        self._anchors(image_hw)
+        targets = None
+        if keypoints is not None:
+            size = self.box_size(image_hw)
+            targets = [keypoint_boxes(k.to(images.device), size, image_hw) for k in keypoints]
+        proposals, scores, rpn_losses = self.rpn(features, image_hw, targets)
+        rois, roi_scores = self._fixed_count(proposals, scores, image_hw)
+        out = {"rois": rois, "roi_scores": roi_scores, "losses": rpn_losses}
+        if self.local_features or (self.patch_training and self.training):
+            pooled_rois = roi_align(features, list(rois), (self.roi_size, self.roi_size), 1.0 / self.feature_stride)
+            roi_features = self.roi_head(pooled_rois).view(images.shape[0], self.num_rois, -1)
+            if self.local_features:
+                out["local"] = roi_features.max(dim=1).values
+            if self.patch_training and self.training:
+                per_roi_sex = sex[:, None, :].expand(-1, self.num_rois, -1)
+                patch_in = torch.cat([roi_features, per_roi_sex.to(roi_features.dtype)], dim=2).flatten(0, 1)
+                out["patch"] = self.patch_head(self.patch_mlp(patch_in))
+        return out
+
+    def compute_loss(self, outputs: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         """L_ord + L_ord^patch + L_RPN (objectness + box regression); only L_RPN with ``detection_only``."""
         months = batch["bone_age_months"]
         parts: dict[str, torch.Tensor] = {}
         total = 0.0
         if not self.detection_only:
-            parts["ordinal"] = self.head.loss(outputs, months)
+            parts["ordinal"] = self.head.loss(outputs.extras["head"], months)
             total = total + parts["ordinal"]
-            if "patch" in outputs:
-                parts["patch"] = self.patch_head.loss(outputs["patch"], months.repeat_interleave(self.num_rois))
+            if "patch" in outputs.extras:
+                parts["patch"] = self.patch_head.loss(outputs.extras["patch"], months.repeat_interleave(self.num_rois))
                 total = total + parts["patch"]
-        if "rpn_objectness" in outputs:
-            parts["rpn"] = outputs["rpn_objectness"] + outputs["rpn_box"]
+        if "rpn_objectness" in outputs.losses:
+            parts["rpn"] = outputs.losses["rpn_objectness"] + outputs.losses["rpn_box"]
             total = total + parts["rpn"]
         if not torch.is_tensor(total):
             raise ValueError("a detection-only ALA-Net needs keypoints for its RPN loss")

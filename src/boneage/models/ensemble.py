@@ -9,34 +9,70 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ._registry import create_model, register_model
+from .base import BoneAgeModel, Capabilities, ModelOutput
 
 __all__ = ["Ensemble", "combine_models"]
 
 
-class Ensemble(nn.Module):
+class Ensemble(BoneAgeModel):
+    """Members run on the same input; the bone age is their mean, ``member_months`` their own ages. The
+    evidence is the members': ROIs and attention maps of the first member that has them, Grad-CAM over
+    all members with ``cam_layers``."""
+
     def __init__(self, members: list[dict]):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(create_model(m["name"], **m.get("kwargs", {})) for m in members)
 
-    def forward(self, images: torch.Tensor, male: torch.Tensor) -> dict:
-        outputs = [member(images, male) for member in self.members]
-        stacked = torch.stack([o["bone_age_months"].float() for o in outputs], dim=1)
-        return {"bone_age_months": stacked.mean(dim=1), "member_months": stacked,
-                "bone_age_sd_months": stacked.std(dim=1, unbiased=False), "members": outputs}
+    @property
+    def capabilities(self) -> Capabilities:
+        kinds = [kind for member in self.members for kind in member.capabilities.evidence]
+        return Capabilities(
+            evidence=tuple(dict.fromkeys(k for k in ("rois", "attention", "gradcam") if k in kinds)),
+            needs_keypoints=any(m.capabilities.needs_keypoints for m in self.members), ensemble=True,
+            partial_loss=any(m.capabilities.partial_loss for m in self.members),
+        )
 
-    def compute_loss(self, outputs: dict, batch: dict) -> dict:
-        losses = [m.compute_loss(o, batch)["loss"] for m, o in zip(self.members, outputs["members"])]
+    def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints=None) -> ModelOutput:
+        outputs = [member(images, male, keypoints) for member in self.members]
+        stacked = torch.stack([o.bone_age_months.float() for o in outputs], dim=1)
+        with_rois = next((o for o in outputs if o.rois is not None), None)
+        with_attention = next((o for o in outputs if o.attention_maps is not None), None)
+        return ModelOutput(
+            bone_age_months=stacked.mean(dim=1), member_months=stacked, members=outputs,
+            rois=None if with_rois is None else with_rois.rois,
+            roi_scores=None if with_rois is None else with_rois.roi_scores,
+            attention_maps=None if with_attention is None else with_attention.attention_maps,
+        )
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The members' last feature maps concatenated along channels (at the first member's grid)."""
+        maps = [member.forward_features(images) for member in self.members]
+        size = maps[0].shape[-2:]
+        return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear") for m in maps], 1)
+
+    def compute_loss(self, outputs: ModelOutput, batch: dict) -> dict:
+        losses = [m.compute_loss(o, batch)["loss"] for m, o in zip(self.members, outputs.members)]
         loss = torch.stack(losses).mean()
         return {"loss": loss}
 
     def init_from_labels(self, months: torch.Tensor) -> None:
         for member in self.members:
             member.init_from_labels(months)
+
+    def cam_layers(self) -> list[nn.Module]:
+        return [layer for member in self.members for layer in member.cam_layers()]
+
+    def attention_names(self) -> list[str]:
+        return next((m.attention_names() for m in self.members if m.attention_names()), [])
+
+    def keypoint_box_size(self, image_hw: tuple[int, int]) -> float | None:
+        return next((size for m in self.members if (size := m.keypoint_box_size(image_hw)) is not None), None)
 
 
 @register_model

@@ -12,6 +12,7 @@ import torch.nn as nn
 from monai.networks.nets import resnet as monai_resnet
 
 from ._registry import register_model
+from .base import BoneAgeModel, Capabilities, ModelOutput
 from .heads import create_head
 
 __all__ = ["GlobalResNet", "build_resnet_backbone"]
@@ -38,7 +39,7 @@ def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1, 
     return net, channels
 
 
-class GlobalResNet(nn.Module):
+class GlobalResNet(BoneAgeModel):
     """ResNet global features + sex features, decoded by an ordinal or an L1/MSE regression head."""
 
     def __init__(self, depth: int = 18, width: float = 1.0, head: str = "ordinal",
@@ -60,18 +61,23 @@ class GlobalResNet(nn.Module):
             x = b.maxpool(x)
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
-    def forward(self, images: torch.Tensor, male: torch.Tensor) -> dict[str, torch.Tensor]:
+    capabilities = Capabilities(evidence=("gradcam",))
+
+    def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints=None) -> ModelOutput:
         pooled = self.forward_features(images).mean(dim=(2, 3))
         sex = self.sex_fc(male.view(-1, 1).to(pooled.dtype))
-        outputs = self.head(self.mlp(torch.cat([pooled, sex], dim=1)))
-        return outputs
+        head = self.head(self.mlp(torch.cat([pooled, sex], dim=1)))
+        return ModelOutput(bone_age_months=head["bone_age_months"], extras={"head": head})
 
-    def compute_loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        loss = self.head.loss(outputs, batch["bone_age_months"])
+    def compute_loss(self, outputs: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss = self.head.loss(outputs.extras["head"], batch["bone_age_months"])
         return {"loss": loss, self.head.kind: loss.detach()}
 
     def init_from_labels(self, months: torch.Tensor) -> None:
         self.head.init_from_labels(months)
+
+    def cam_layers(self) -> list[nn.Module]:
+        return [self.backbone.layer4]
 
 
 @register_model

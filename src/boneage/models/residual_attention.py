@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_model
+from .base import BoneAgeModel, Capabilities, ModelOutput
 from .heads import create_head
 
 __all__ = ["AttentionModule", "ResidualAttentionNet", "ResidualUnit"]
@@ -130,7 +131,7 @@ class AttentionModule(nn.Module):
         return self.post(self.attend(self.pre(x)))
 
 
-class ResidualAttentionNet(nn.Module):
+class ResidualAttentionNet(BoneAgeModel):
     """Stem, three stages of attention modules, global pooling, sex before the last FC, L1 (or ordinal) head."""
 
     def __init__(self, stages: tuple[int, ...] = (1, 2, 3), width: float = 0.5, head: str = "l1",
@@ -160,7 +161,7 @@ class ResidualAttentionNet(nn.Module):
             blocks.append(nn.Sequential(*layers))
             previous = channels
         self.stages = nn.Sequential(*blocks)
-        self.attention_names = names
+        self._attention_names = names
         self.num_features = previous
         self.final = nn.Sequential(nn.BatchNorm2d(previous), nn.ReLU(inplace=True))
         self.fc = nn.Sequential(nn.Linear(previous, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
@@ -171,8 +172,13 @@ class ResidualAttentionNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    capabilities = Capabilities(evidence=("attention",))
+
+    def attention_names(self) -> list[str]:
+        return list(self._attention_names)
+
     def attention_modules(self) -> list[AttentionModule]:
-        """The attention modules in order (Att1_1, Att2_1, ...; names in ``attention_names``)."""
+        """The attention modules in order (Att1_1, Att2_1, ...; names from ``attention_names()``)."""
         return [m for m in self.stages.modules() if isinstance(m, AttentionModule)]
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -182,19 +188,19 @@ class ResidualAttentionNet(nn.Module):
             x = self.max_pool(x)
         return self.final(self.stages(x))
 
-    def forward(self, images: torch.Tensor, male: torch.Tensor) -> dict:
-        """``bone_age_months``, the head's outputs, and ``attention_maps``: per module the channel mean
-        of its soft mask, ``(N, h, w)`` at that module's resolution."""
+    def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints=None) -> ModelOutput:
+        """The bone age and ``attention_maps``: per module the channel mean of its soft mask, ``(N, h, w)``
+        at that module's resolution."""
         pooled = self.forward_features(images).mean(dim=(2, 3))
         features = self.fc(pooled)
         if self.sex_fc is not None:
             features = torch.cat([features, self.sex_fc(male.view(-1, 1).to(features.dtype))], dim=1)
-        outputs = self.head(features)
-        outputs["attention_maps"] = [m.last_mask.mean(dim=1) for m in self.attention_modules()]
-        return outputs
+        head = self.head(features)
+        return ModelOutput(bone_age_months=head["bone_age_months"], extras={"head": head},
+                           attention_maps=[m.last_mask.mean(dim=1) for m in self.attention_modules()])
 
-    def compute_loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
-        loss = self.head.loss(outputs, batch["bone_age_months"])
+    def compute_loss(self, outputs: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
+        loss = self.head.loss(outputs.extras["head"], batch["bone_age_months"])
         return {"loss": loss, self.head.kind: loss.detach()}
 
     def init_from_labels(self, months: torch.Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Checkpoints and model artefacts.
+"""Checkpoints and exported models.
 
 Two forms, both rebuilt by :func:`load_model` without any constant copied into inference code:
 
@@ -6,25 +6,32 @@ Two forms, both rebuilt by :func:`load_model` without any constant copied into i
   with ``weights_only=True``: ``{'format': 'boneage-checkpoint', 'format_version', 'config',
   'state_dict', 'ema_state_dict', 'optimizer', 'scheduler', 'epoch', 'best_metric', 'history', 'rng'}``.
   Written atomically (temporary file + rename), so a killed run never leaves a torn file.
-* **Exported model** (a folder): ``model.safetensors`` + ``config.json`` holding the architecture
-  (registry name + kwargs), the preprocessing, the label range, the training data and recipe, and
-  the validation metrics. The default model shipped in the package is one of these.
+* **Exported model**: a ``boneage-model`` artefact (:mod:`boneage.artifacts`): ``model.safetensors`` +
+  ``config.json`` holding the architecture (registry name + kwargs), the preprocessing, the label
+  range, the training data and recipe, and the validation metrics. The default model shipped in the
+  package is one of these.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from importlib import resources
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
+from ..artifacts import (
+    MODEL_FORMAT,
+    ArtifactConfig,
+    default_artifact_path,
+    read_artifact,
+    write_artifact,
+    write_artifact_config,
+)
 from ..errors import ModelLoadError
 from ..preprocess import PreprocessConfig
+from ..utils import atomic_write
 from ._registry import create_model
+from .base import BoneAgeModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -38,17 +45,20 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "boneage-checkpoint"
-MODEL_FORMAT = "boneage-model"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+CHECKPOINT_VERSION = 1
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    model: nn.Module  # in eval mode, on the CPU, float32
+    """A model ready for inference (eval mode, CPU, float32) with its config and where it came from."""
+
+    model: BoneAgeModel
     config: dict  # the full JSON config (architecture, preprocess, labels, training, metrics)
-    source: str  # where it was loaded from
+    source: str
+
+    @property
+    def typed_config(self) -> ArtifactConfig:
+        return ArtifactConfig.from_json(self.config, self.source)
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -67,24 +77,15 @@ class LoadedModel:
     def version(self) -> str:
         return str(self.config.get("version", "unversioned"))
 
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    @property
+    def validation_mae(self) -> float | None:
+        return ((self.config.get("metrics") or {}).get("validation") or {}).get("mae_months")
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     """Atomically write a training checkpoint dict (adds the format keys)."""
-    payload = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **checkpoint}
-    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **checkpoint}
+    atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -101,42 +102,27 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path}: not a boneage model (no boneage checkpoint header); train one with 'boneage train'")
-    if int(checkpoint.get("format_version", 0)) > FORMAT_VERSION:
+    if int(checkpoint.get("format_version", 0)) > CHECKPOINT_VERSION:
         raise ModelLoadError(
             f"{path}: checkpoint format {checkpoint.get('format_version')} is newer than this boneage "
-            f"understands ({FORMAT_VERSION}); upgrade boneage"
+            f"understands ({CHECKPOINT_VERSION}); upgrade boneage"
         )
     return checkpoint
 
 
-def export_model(out_dir: str | Path, model: nn.Module, config: dict, *, dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir``; floating tensors cast to ``dtype``."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    state = {
-        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
-        for k, v in model.state_dict().items()
-    }
-    _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
-    _write_config(out_dir, config, str(dtype).replace("torch.", ""))
-    return out_dir
+def export_model(out_dir: str | Path, model: torch.nn.Module, config: dict, *, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the model as a ``boneage-model`` artefact; floating tensors cast to ``dtype``."""
+    return write_artifact(out_dir, model.state_dict(), config, format=MODEL_FORMAT, dtype=dtype)
 
 
 def write_model_config(out_dir: str | Path, config: dict) -> None:
     """Replace the ``config.json`` of an exported model (e.g. to add metrics) without rewriting its weights."""
-    current = json.loads((Path(out_dir) / CONFIG_FILE).read_text())
-    _write_config(Path(out_dir), config, current["weights_dtype"])
-
-
-def _write_config(out_dir: Path, config: dict, weights_dtype: str) -> None:
-    full_config = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **config, "weights_dtype": weights_dtype}
-    _atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(full_config, indent=2)))
+    write_artifact_config(out_dir, config)
 
 
 def default_model_path() -> Path:
     """The folder of the model shipped inside the package."""
-    return Path(str(resources.files("boneage") / "weights" / "default"))
+    return default_artifact_path(MODEL_FORMAT)
 
 
 def _build(config: dict, state_dict: dict, source: str) -> LoadedModel:
@@ -162,37 +148,15 @@ def _build(config: dict, state_dict: dict, source: str) -> LoadedModel:
 def load_model(spec: str | Path | None = None) -> LoadedModel:
     """Load a model from ``None``/``'default'`` (the shipped one), an exported folder, a
     ``.safetensors`` file with ``config.json`` beside it, or a training checkpoint (``.pt``)."""
-    if spec is None or str(spec) == "default":
-        path = default_model_path()
-        if not (path / WEIGHTS_FILE).exists():
-            raise ModelLoadError(
-                "no default model is installed in this boneage package; pass --model PATH to a trained model"
-            )
-    else:
+    if spec is not None and str(spec) != "default":
         path = Path(spec)
-    if not path.exists():
-        raise ModelLoadError(f"{path}: model file not found")
-    if path.is_dir() or path.suffix == ".safetensors":
-        folder = path if path.is_dir() else path.parent
-        weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_FILE
-        config_file = folder / CONFIG_FILE
-        if not weights.exists() or not config_file.exists():
-            raise ModelLoadError(f"{path}: not a boneage model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"{config_file}: unreadable model config ({err})") from None
-        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-            raise ModelLoadError(f"{config_file}: not a boneage model config")
-        try:
-            from safetensors.torch import load_file
-
-            state = load_file(str(weights))
-        except Exception as err:
-            raise ModelLoadError(f"{weights}: unreadable weights ({type(err).__name__}: {err})") from None
-        return _build(config, state, str(path))
-    checkpoint = load_checkpoint(path)
-    state = checkpoint.get("ema_state_dict") or checkpoint.get("state_dict")
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{path}: checkpoint holds no weights")
-    return _build(checkpoint.get("config", {}), state, str(path))
+        if not path.exists():
+            raise ModelLoadError(f"{path}: model file not found")
+        if path.is_file() and path.suffix != ".safetensors":
+            checkpoint = load_checkpoint(path)
+            state = checkpoint.get("ema_state_dict") or checkpoint.get("state_dict")
+            if not isinstance(state, dict):
+                raise ModelLoadError(f"{path}: checkpoint holds no weights")
+            return _build(checkpoint.get("config", {}), state, str(path))
+    artifact = read_artifact(spec, MODEL_FORMAT)
+    return _build(artifact.config.data, artifact.state_dict, artifact.source)

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._dictconfig import DictConfig
+from ..utils import DictConfig
 
 __all__ = ["AugmentConfig", "affine_theta", "augment_batch", "transform_points"]
 

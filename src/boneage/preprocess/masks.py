@@ -20,7 +20,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from ..errors import InvalidInputError, UnusableImageError
-from .transforms import CONTRASTS, HAND_MODES, normalize_intensity, resize_image
+from .config import CONTRASTS, HAND_MODES
+from .transforms import normalize_intensity, resize_image
 
 __all__ = [
     "NoHandFoundError",
@@ -357,8 +358,10 @@ def check_hand_found(mask: np.ndarray, min_fraction: float = 0.02, source: str =
 
 
 def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask", margin: float = 0.05,
-                  contrast: str = "image", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """The clean-up of a [0, 1] image with its hand mask, as the segmentation bone age papers do it.
+                  contrast: str = "image", percentiles: tuple[float, float] = (0.5, 99.5),
+                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The clean-up of a [0, 1] image with its hand mask, as the segmentation bone age papers do it
+    -> ``(image, (y0, y1, x0, x1))``, the box being the part of ``image01`` kept (all of it unless cropped).
 
     1. ``contrast='hand'``: re-stretch intensities to the ``percentiles`` of the hand's pixels, so
        that bright letters, rulers and a grey background do not set the contrast of the bones;
@@ -377,8 +380,9 @@ def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask"
         raise InvalidInputError(f"hand clean-up {mode!r} unknown; choose from {HAND_MODES}")
     if contrast not in CONTRASTS:
         raise InvalidInputError(f"contrast {contrast!r} unknown; choose from {CONTRASTS}")
+    box = (0, image.shape[0], 0, image.shape[1])
     if mode == "none" and contrast == "image":
-        return image
+        return image, box
     if not mask.any():
         raise NoHandFoundError("no hand found in the image (the hand mask is empty); is this a hand radiograph?")
     if contrast == "hand":
@@ -388,5 +392,5 @@ def clean_up_hand(image01: np.ndarray, mask: np.ndarray, mode: str = "crop_mask"
     if mode in ("mask", "crop_mask"):
         image = apply_mask(image, mask)
     if mode in ("crop", "crop_mask"):
-        image, _ = crop_to_mask(image, mask, margin)
-    return image
+        image, box = crop_to_mask(image, mask, margin)
+    return image, box

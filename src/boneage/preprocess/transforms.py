@@ -1,84 +1,32 @@
-"""Array transforms from a decoded radiograph to the model's input.
-
-``preprocess_image(pixels, config)`` = ``to_grayscale`` -> ``normalize_intensity`` -> ``resize_image``,
-giving a float32 ``(H, W)`` array in [0, 1]. ``to_model_input`` standardises a batch of those with the
-mean and SD stored in the same config. Each function is pure and tested against closed-form results.
+"""Pure array transforms from a decoded radiograph to the model's input, each tested against closed-form
+results: ``to_grayscale``, ``check_usable``, ``normalize_intensity``, ``resize_image``, ``working_image`` and
+``to_model_input`` (standardisation with the mean and SD stored in the config). :mod:`.pipeline` composes
+them, as a model's :class:`~boneage.preprocess.config.PreprocessConfig` says.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from .._dictconfig import DictConfig
 from ..errors import InvalidInputError, UnusableImageError
+from .config import (
+    HAND_WORK_SIDE,
+    MIN_IMAGE_SIDE,
+    NORMALIZATIONS,
+    RESIZE_POLICIES,
+    PreprocessConfig,
+)
 
 __all__ = [
-    "PreprocessConfig",
-    "HAND_MODES",
     "check_usable",
+    "reduce_long_side",
+    "working_side",
     "normalize_intensity",
-    "preprocess_image",
     "resize_image",
     "to_grayscale",
     "to_model_input",
     "working_image",
 ]
-
-MIN_IMAGE_SIDE = 32  # px; smaller images hold no assessable anatomy
-RESIZE_POLICIES = ("stretch", "pad")
-NORMALIZATIONS = ("percentile", "minmax")
-HAND_MODES = ("none", "mask", "crop", "crop_mask")  # what the hand mask is used for
-CONTRASTS = ("image", "hand")  # intensity percentiles taken over the whole image or over the hand
-HAND_WORK_SIDE = 512  # px; the long side an image is reduced to (at most) before it is segmented
-
-
-@dataclasses.dataclass
-class PreprocessConfig(DictConfig):
-    """Everything inference needs to turn pixels into the tensor the model was trained on."""
-
-    image_size: tuple[int, int] = (128, 128)  # (height, width)
-    resize: str = "stretch"  # "stretch" to the size, or "pad" (keep aspect ratio, pad with zeros)
-    normalization: str = "percentile"  # "percentile" (clip to low/high percentiles) or "minmax"
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    mean: float = 0.5  # standardisation of the [0, 1] image before the network
-    std: float = 0.25
-    # Clean-up with a hand mask (the segmenter named below): "mask" sets everything outside the hand
-    # to 0 (letters, markers, rulers), "crop" crops to the hand's box grown by crop_margin, "crop_mask"
-    # does both. "none" (and the defaults below) is the plain pipeline of models trained before.
-    hand: str = "none"
-    crop_margin: float = 0.05  # fraction of the hand box's height/width added on each side
-    fix_inversion: bool = False  # detect a white background and invert the image back
-    contrast: str = "image"  # "hand": percentile normalisation over the hand's pixels only
-    segmenter: str = "default"  # the segmenter folder, or "default" (the one shipped in the package)
-    segmenter_version: str | None = None  # the version trained with; another one is refused
-
-    def __post_init__(self):
-        self.image_size = tuple(int(v) for v in self.image_size)
-        self.percentiles = tuple(float(v) for v in self.percentiles)
-        if self.hand not in HAND_MODES:
-            raise InvalidInputError(f"hand clean-up {self.hand!r} unknown; choose from {HAND_MODES}")
-        if self.contrast not in CONTRASTS:
-            raise InvalidInputError(f"contrast {self.contrast!r} unknown; choose from {CONTRASTS}")
-        if not 0.0 <= float(self.crop_margin) <= 1.0:
-            raise InvalidInputError(f"crop_margin must be between 0 and 1, got {self.crop_margin}")
-        self.crop_margin = float(self.crop_margin)
-        self.fix_inversion = bool(self.fix_inversion)
-        if len(self.image_size) != 2 or min(self.image_size) < 8:
-            raise InvalidInputError(f"image_size must be two sizes of at least 8 px, got {self.image_size}")
-        if self.resize not in RESIZE_POLICIES:
-            raise InvalidInputError(f"resize policy {self.resize!r} unknown; choose from {RESIZE_POLICIES}")
-        if self.normalization not in NORMALIZATIONS:
-            raise InvalidInputError(
-                f"normalization {self.normalization!r} unknown; choose from {NORMALIZATIONS}"
-            )
-
-    @property
-    def uses_segmenter(self) -> bool:
-        """True when preprocessing needs a hand mask (clean-up or hand contrast)."""
-        return self.hand != "none" or self.contrast == "hand"
-
 
 
 def to_grayscale(pixels: np.ndarray) -> np.ndarray:
@@ -179,49 +127,23 @@ def resize_image(image: np.ndarray, size: tuple[int, int], policy: str = "stretc
     return out
 
 
-def working_image(image01: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """``image01`` with its long side reduced to ``max(HAND_WORK_SIDE, 2 x the input size)`` (aspect
-    kept; smaller images unchanged): the resolution at which the hand is segmented and cropped."""
-    side = max(HAND_WORK_SIDE, 2 * max(config.image_size))
-    height, width = image01.shape
+def reduce_long_side(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` with its long side reduced to ``side`` px (aspect kept); smaller images are returned as they are."""
+    height, width = image.shape
     scale = side / max(height, width)
     if scale >= 1:
-        return image01
-    return resize_image(image01, (max(1, round(height * scale)), max(1, round(width * scale))))
+        return image
+    return resize_image(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
 
-def preprocess_image(pixels: np.ndarray, config: PreprocessConfig, source: str = "image",
-                     hand_mask=None) -> np.ndarray:
-    """Decoded pixels -> float32 ``(H, W)`` in [0, 1] at ``config.image_size``.
+def working_side(config: PreprocessConfig) -> int:
+    """The long side at which the hand is segmented and cropped: ``max(HAND_WORK_SIDE, 2 x the input size)``."""
+    return max(HAND_WORK_SIDE, 2 * max(config.image_size))
 
-    grayscale -> refuse blank/tiny images -> percentile normalisation -> (``fix_inversion``) ->
-    (hand clean-up) -> resize. The hand clean-up (``config.uses_segmenter``) works on
-    :func:`working_image` and needs ``hand_mask``, a callable ``(image01, source) -> bool mask`` of
-    the same size that raises :class:`~boneage.preprocess.masks.NoHandFoundError` when there is no
-    hand (:func:`boneage.segmentation.hand_masker` builds it from the config); see
-    :func:`~boneage.preprocess.masks.clean_up_hand` for the steps.
 
-    Raises :class:`UnusableImageError` (naming ``source``) for blank or tiny images and images with no hand.
-    """
-    gray = to_grayscale(pixels)
-    check_usable(gray, source)
-    norm = normalize_intensity(gray, config.normalization, config.percentiles)
-    if config.fix_inversion:
-        from .masks import fix_inversion
-
-        norm, _ = fix_inversion(norm)
-    if config.uses_segmenter:
-        from .masks import clean_up_hand
-
-        if hand_mask is None:
-            raise InvalidInputError(
-                f"this preprocessing (hand={config.hand!r}, contrast={config.contrast!r}) needs a hand segmenter; "
-                "build the mask function with boneage.segmentation.hand_masker(config)"
-            )
-        work = working_image(norm, config)
-        norm = clean_up_hand(work, hand_mask(work, source), config.hand, config.crop_margin, config.contrast,
-                             config.percentiles)
-    return resize_image(norm, config.image_size, config.resize)
+def working_image(image01: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """``image01`` reduced to :func:`working_side` (smaller images unchanged)."""
+    return reduce_long_side(image01, working_side(config))
 
 
 def to_model_input(batch, config: PreprocessConfig):

@@ -1,32 +1,33 @@
-"""Hand segmentation: training masks, a U-Net hand segmenter, its training, saving and rendering.
+"""Hand segmentation: training masks, a U-Net hand segmenter, its training and saving, the hand clean-up
+step of a model's preprocessing, and mask rendering.
 
-Where this sits in the pipeline: a layer between ``preprocess`` and ``models``. It uses ``preprocess``
-(intensity normalisation, resizing, and the classical masks and post-processing of
-:mod:`boneage.preprocess.masks`) and ``data`` (keypoints), and nothing in ``models`` or ``training``
-depends on it. It is not a separate bone age model, so it is not in the model registry (the
-registry, ``boneage models`` and the tests that run every registered model are about bone age);
-it has its own artefact format (``boneage-segmenter``), so a segmenter folder can never be loaded
-as a bone age model or the other way round. A model that wants masked or cropped inputs says so
-in its :class:`~boneage.preprocess.PreprocessConfig` (``hand``, ``contrast``, ``segmenter``);
-:func:`hand_masker` turns that config into the mask function the preprocessing calls, and
-:meth:`HandSegmenter.check_hand` is the "no hand found" refusal of inference.
+Where this sits in the pipeline: beside ``models``, above ``preprocess``, ``data`` and ``artifacts``. It is
+not a bone age model, so it is not in the model registry (the registry, ``boneage models`` and the tests
+that run every registered model are about bone age); it has its own artefact format
+(``boneage-segmenter``), so a segmenter folder can never be loaded as a bone age model or the other way
+round. A model that wants masked or cropped inputs says so in its
+:class:`~boneage.preprocess.PreprocessConfig` (``hand``, ``contrast``, ``segmenter``);
+:func:`model_preprocessing` turns that config into the model's whole preprocessing with the
+:class:`HandCleanup` step, and :meth:`HandSegmenter.check_prepared` is the one "no hand found" refusal.
 
 * :mod:`.training_masks`: classical masks refined with the 21 hand keypoints (the training
   targets), Dice and IoU.
 * :mod:`.segmenter`: :class:`HandSegmenter` (a small MONAI U-Net at a fixed input size plus the
-  mask post-processing), :func:`export_segmenter` / :func:`load_segmenter`.
+  mask post-processing and the hand check), :func:`export_segmenter` / :func:`load_segmenter`.
+* :mod:`.cleanup`: :class:`HandCleanup` and :func:`model_preprocessing`.
 * :mod:`.training`: :func:`train_segmenter` (the ``boneage train-segmenter`` command).
 * :mod:`.render`: mask outlines over an image (``boneage segment --overlay``, the contact sheet).
 """
 
+from .cleanup import HandCleanup, model_preprocessing, model_segmenter
 from .render import mask_outline, overlay_mask
 from .segmenter import (
     SEGMENTER_FORMAT,
     HandSegmenter,
+    SegmenterSettings,
     cached_segmenter,
     default_segmenter_path,
     export_segmenter,
-    hand_masker,
     load_segmenter,
 )
 from .training_masks import (
@@ -43,18 +44,21 @@ from .training_masks import (
 __all__ = [
     "FINGER_CHAINS",
     "SEGMENTER_FORMAT",
+    "HandCleanup",
     "HandSegmenter",
+    "SegmenterSettings",
     "TrainingMasks",
     "cached_segmenter",
     "default_segmenter_path",
     "dice_score",
     "export_segmenter",
-    "hand_masker",
     "iou_score",
     "keypoint_radius",
     "keypoints_inside",
     "load_segmenter",
     "mask_outline",
+    "model_preprocessing",
+    "model_segmenter",
     "overlay_mask",
     "refine_with_keypoints",
     "train_segmenter",

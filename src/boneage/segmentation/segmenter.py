@@ -31,43 +31,47 @@ metrics; weights are read with safetensors only (no pickle), which is the weight
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import threading
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .._dictconfig import DictConfig
-from ..errors import InvalidInputError, ModelLoadError
+from ..artifacts import (
+    SEGMENTER_FORMAT,
+    default_artifact_path,
+    read_artifact,
+    write_artifact,
+)
+from ..errors import InvalidInputError, ModelLoadError, UnusableImageError
 from ..preprocess import (
     PreprocessConfig,
-    preprocess_image,
+    build_preprocessing,
     resize_image,
     to_model_input,
 )
-from ..preprocess.masks import NoHandFoundError, check_hand_found, mask_solidity, postprocess_mask
+from ..preprocess.masks import (
+    NoHandFoundError,
+    check_hand_found,
+    is_inverted,
+    mask_solidity,
+    postprocess_mask,
+)
+from ..utils import DictConfig, evaluating
 
 __all__ = [
     "SEGMENTER_FORMAT",
     "HandSegmenter",
     "SegmenterSettings",
     "cached_segmenter",
+    "default_preprocess",
     "default_segmenter_path",
     "edge_contrast",
     "export_segmenter",
-    "hand_masker",
     "load_segmenter",
 ]
 
-SEGMENTER_FORMAT = "boneage-segmenter"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-SPLIT_FILE = "split.json"
 
 
 @dataclasses.dataclass
@@ -106,15 +110,23 @@ class SegmenterSettings(DictConfig):
 
 
 
+def default_preprocess(settings: SegmenterSettings) -> PreprocessConfig:
+    """The preprocessing a new segmenter is trained with: percentile windowing, stretched to its input."""
+    return PreprocessConfig(image_size=settings.input_size, resize="stretch", normalization="percentile",
+                            percentiles=(0.5, 99.5), mean=0.5, std=0.25)
+
+
 class HandSegmenter(nn.Module):
     """A U-Net predicting the hand mask of a radiograph (see the module docstring for the steps).
 
     ``forward`` maps standardised ``(N, 1, H, W)`` inputs at ``settings.input_size`` to logits;
-    :meth:`predict_mask` does the whole job on decoded pixels of any size. ``info`` holds the rest of
-    a loaded artefact's config (name, version, training summary, metrics).
+    :meth:`predict_mask` does the whole job on decoded pixels of any size. ``preprocess`` is the
+    preprocessing it was trained with (read back from a loaded artefact's config); ``info`` holds the
+    rest of that config (name, version, training summary, metrics).
     """
 
-    def __init__(self, settings: SegmenterSettings | None = None, **kwargs):
+    def __init__(self, settings: SegmenterSettings | None = None, preprocess: PreprocessConfig | None = None,
+                 **kwargs):
         super().__init__()
         from monai.networks.nets import UNet
 
@@ -123,6 +135,11 @@ class HandSegmenter(nn.Module):
         elif kwargs:
             raise InvalidInputError("pass either settings or keyword arguments, not both")
         self.settings = settings
+        self.preprocess = preprocess or default_preprocess(settings)
+        if tuple(self.preprocess.image_size) != tuple(settings.input_size):
+            raise InvalidInputError(f"the segmenter's preprocessing size {self.preprocess.image_size} differs from "
+                                    f"its input size {settings.input_size}")
+        self._prepare = build_preprocessing(self.preprocess)
         self.unet = UNet(
             spatial_dims=2,
             in_channels=1,
@@ -133,55 +150,77 @@ class HandSegmenter(nn.Module):
         )
         self.info: dict = {}
 
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        """Pixels -> [0, 1] image at the input size (percentile normalisation, stretch) -> standardised."""
-        return PreprocessConfig(image_size=self.settings.input_size, resize="stretch", normalization="percentile",
-                                percentiles=(0.5, 99.5), mean=0.5, std=0.25)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)
 
     def prepare(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
-        """Decoded pixels -> float32 [0, 1] image at the input size (raises UnusableImageError for blank
-        or tiny images)."""
-        return preprocess_image(pixels, self.preprocess, source)
-
-    def input_probabilities(self, pixels: np.ndarray, source: str = "image") -> tuple[np.ndarray, np.ndarray]:
-        """``(image, probabilities)`` on the U-Net's own grid (``settings.input_size``): the prepared
-        [0, 1] input and the hand probability of each of its pixels."""
-        image = self.prepare(pixels, source)
-        return image, self.prepared_probabilities(image)
+        """Decoded pixels (or a [0, 1] image) -> float32 [0, 1] image at the input size, by its own
+        preprocessing (raises UnusableImageError for blank or tiny images)."""
+        return self._prepare(pixels, source).image
 
     @torch.no_grad()
     def prepared_probabilities(self, image: np.ndarray) -> np.ndarray:
         """Hand probabilities of an image already :meth:`prepare`-d (``settings.input_size``, [0, 1])."""
         batch = to_model_input(torch.tensor(np.asarray(image, dtype=np.float32))[None, None], self.preprocess)
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             logits = self(batch.to(next(self.parameters()).device))[0, 0].float()
-        finally:
-            self.train(was_training)
         return torch.sigmoid(logits).cpu().numpy()
 
     def predict_probabilities(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
         """Hand probability per pixel, float32 at the image's own ``(H, W)``."""
         height, width = np.asarray(pixels).shape[:2]
-        return resize_image(self.input_probabilities(pixels, source)[1], (height, width))
+        return resize_image(self.prepared_probabilities(self.prepare(pixels, source)), (height, width))
 
-    def check_hand(self, pixels: np.ndarray, source: str = "image") -> dict:
+    def mask_from_probabilities(self, probabilities: np.ndarray, size: tuple[int, int], source: str = "image",
+                                smooth_radius: int | None = None) -> np.ndarray:
+        """The post-processed mask (one component, no holes) at ``size`` from probabilities on the U-Net's
+        grid; :class:`NoHandFoundError` when it covers less than ``settings.min_fraction``."""
+        probabilities = resize_image(probabilities, tuple(size))
+        if smooth_radius is None:
+            smooth_radius = round(self.settings.smooth_fraction * min(probabilities.shape))
+        mask = postprocess_mask(probabilities > self.settings.threshold, self.settings.min_fraction, int(smooth_radius))
+        check_hand_found(mask, self.settings.min_fraction, source)
+        return mask
+
+    def check_hand(self, pixels: np.ndarray, source: str = "image", *, allow_inverted: bool = True) -> dict:
         """Refuse an image that shows no hand (:class:`NoHandFoundError`, one line naming ``source``).
 
         Returns the evidence (``fraction``, ``solidity``, ``confidence``, ``contrast``) when there is
-        a hand. See the module docstring for the tests and where their limits come from.
+        a hand. See the module docstring for the tests and where their limits come from, and
+        :meth:`check_prepared` for ``allow_inverted``.
         """
-        return self.check_prepared(self.prepare(pixels, source), source)
+        return self.check_prepared(self.prepare(pixels, source), source, allow_inverted=allow_inverted)
 
-    def check_prepared(self, image: np.ndarray, source: str = "image", probabilities: np.ndarray | None = None) -> dict:
-        """:meth:`check_hand` of an image already :meth:`prepare`-d (and, e.g., inverted back)."""
+    def check_prepared(self, image: np.ndarray, source: str = "image", probabilities: np.ndarray | None = None,
+                       *, allow_inverted: bool = True) -> dict:
+        """:meth:`check_hand` of an image already :meth:`prepare`-d: the one "is there a hand" policy.
+
+        With ``allow_inverted=False`` (a model that was not trained to undo inversion) an image with a
+        bright background whose inverse shows a hand more clearly is refused as inverted
+        (:class:`UnusableImageError` saying so), since either reading would give a number that means nothing.
+        """
         if probabilities is None:
             probabilities = self.prepared_probabilities(image)
+        try:
+            found, error = self._measure(image, probabilities, source), None
+        except NoHandFoundError as err:
+            found, error = None, err
+        if not allow_inverted and is_inverted(image):
+            try:
+                flipped = self._measure(1.0 - image, self.prepared_probabilities(1.0 - image), source)
+            except NoHandFoundError:
+                flipped = None
+            if flipped is not None and (found is None or flipped["contrast"] > found["contrast"]):
+                raise UnusableImageError(
+                    f"{source}: the image looks inverted (white background, dark bones), which this model was not "
+                    "trained on; invert it back, or use a model trained with --fix-inversion"
+                )
+        if error is not None:
+            raise error
+        return found
+
+    def _measure(self, image: np.ndarray, probabilities: np.ndarray, source: str) -> dict:
+        """The four tests of the module docstring on one orientation; raises NoHandFoundError."""
         settings = self.settings
         mask = postprocess_mask(probabilities > settings.threshold, settings.min_fraction)
         check_hand_found(mask, settings.min_fraction, source)
@@ -220,15 +259,11 @@ class HandSegmenter(nn.Module):
         finds no hand.
         """
         height, width = np.asarray(pixels).shape[:2]
-        image, small = self.input_probabilities(pixels, source)
+        image = self.prepare(pixels, source)
+        probabilities = self.prepared_probabilities(image)
         if check:
-            self.check_prepared(image, source, small)
-        probabilities = resize_image(small, (height, width))
-        if smooth_radius is None:
-            smooth_radius = round(self.settings.smooth_fraction * min(probabilities.shape))
-        mask = postprocess_mask(probabilities > self.settings.threshold, self.settings.min_fraction, int(smooth_radius))
-        check_hand_found(mask, self.settings.min_fraction, source)
-        return mask
+            self.check_prepared(image, source, probabilities)
+        return self.mask_from_probabilities(probabilities, (height, width), source, smooth_radius)
 
 
 def edge_contrast(image: np.ndarray, mask: np.ndarray, ring_fraction: float = 0.03) -> float:
@@ -251,35 +286,19 @@ def edge_contrast(image: np.ndarray, mask: np.ndarray, ring_fraction: float = 0.
 # ------------------------------------------------------------------------------------------ artefact
 def default_segmenter_path() -> Path:
     """The folder of the segmenter shipped inside the package (``boneage/weights/segmenter``)."""
-    return Path(str(resources.files("boneage") / "weights" / "segmenter"))
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return default_artifact_path(SEGMENTER_FORMAT)
 
 
 def export_segmenter(out_dir: str | Path, segmenter: HandSegmenter, config: dict | None = None,
                      split: dict | None = None) -> Path:
-    """Write ``model.safetensors`` (float32) + ``config.json`` (+ ``split.json`` when given) into ``out_dir``.
+    """Write the segmenter as a ``boneage-segmenter`` artefact (float32, + ``split.json`` when given).
 
-    ``config`` adds keys (``name``, ``version``, ``training``, ``metrics``, ...) beside the format, the
-    architecture and the settings, which are always taken from ``segmenter`` itself.
+    ``config`` adds keys (``name``, ``version``, ``training``, ``metrics``, ...) beside the architecture,
+    the settings and the preprocessing, which are always taken from ``segmenter`` itself.
     """
     import monai
-    from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in segmenter.state_dict().items()}
     full = {
-        "format": SEGMENTER_FORMAT,
-        "format_version": FORMAT_VERSION,
         "name": "hand-unet",
         "version": "unversioned",
         **(config or {}),
@@ -291,60 +310,26 @@ def export_segmenter(out_dir: str | Path, segmenter: HandSegmenter, config: dict
         "outputs": {"shape": ["N", 1, *segmenter.settings.input_size], "meaning": "hand logits (sigmoid > threshold = hand)"},
         "library_versions": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
     }
-    _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": SEGMENTER_FORMAT}))
-    _atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(full, indent=2)))
-    if split is not None:
-        _atomic_write(out_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(split, indent=1)))
-    return out_dir
+    return write_artifact(out_dir, segmenter.state_dict(), full, format=SEGMENTER_FORMAT, split=split)
 
 
 def load_segmenter(spec: str | Path | None = None) -> HandSegmenter:
     """Load a segmenter (eval mode, CPU, float32) from ``None``/``'default'`` (the shipped one), an
-    exported folder, or its ``model.safetensors`` with ``config.json`` beside it."""
-    if spec is None or str(spec) == "default":
-        path = default_segmenter_path()
-        if not (path / WEIGHTS_FILE).exists() or not (path / CONFIG_FILE).exists():
-            raise ModelLoadError(
-                f"no hand segmenter is installed in this boneage package ({path}); pass --segmenter PATH "
-                "or train one with 'boneage train-segmenter' and copy its model folder there"
-            )
-    else:
-        path = Path(spec)
-    if not path.exists():
-        raise ModelLoadError(f"{path}: segmenter not found")
-    folder = path if path.is_dir() else path.parent
-    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_FILE
-    config_file = folder / CONFIG_FILE
-    if not weights.exists() or not config_file.exists():
-        raise ModelLoadError(f"{path}: not a boneage segmenter folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
+    exported folder, or its ``model.safetensors`` with ``config.json`` beside it. Its preprocessing is
+    the one stored in its config."""
+    artifact = read_artifact(spec, SEGMENTER_FORMAT)
+    config = artifact.config
     try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{config_file}: unreadable segmenter config ({type(err).__name__})") from None
-    if not isinstance(config, dict) or config.get("format") != SEGMENTER_FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        hint = " (it is a bone age model; pass it as --model)" if found == "boneage-model" else ""
-        raise ModelLoadError(f"{config_file}: not a boneage segmenter config{hint}")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelLoadError(f"{config_file}: segmenter format {config.get('format_version')} is newer than this "
-                             f"boneage understands ({FORMAT_VERSION}); upgrade boneage")
-    try:
-        segmenter = HandSegmenter(SegmenterSettings.from_dict(config.get("settings", {})))
+        segmenter = HandSegmenter(SegmenterSettings.from_dict(config.data.get("settings", {})), config.preprocess)
     except Exception as err:
-        raise ModelLoadError(f"{config_file}: cannot rebuild the segmenter ({err})") from None
+        raise ModelLoadError(f"{artifact.source}: cannot rebuild the segmenter ({err})") from None
     try:
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    except Exception as err:
-        raise ModelLoadError(f"{weights}: unreadable weights ({type(err).__name__})") from None
-    try:
-        segmenter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        segmenter.load_state_dict({k: v.float() for k, v in artifact.state_dict.items()}, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise ModelLoadError(f"{weights}: weights do not match the segmenter's architecture ({first[:160]})") from None
-    segmenter.info = dict(config)
-    segmenter.info["source"] = str(path)
+        raise ModelLoadError(f"{artifact.source}: weights do not match the segmenter's architecture ({first[:160]})") from None
+    segmenter.info = dict(config.data)
+    segmenter.info["source"] = artifact.source
     return segmenter.eval()
 
 
@@ -359,26 +344,3 @@ def cached_segmenter(spec: str | Path | None = "default") -> HandSegmenter:
         if key not in _CACHE:
             _CACHE[key] = load_segmenter(key)
         return _CACHE[key]
-
-
-def hand_masker(config: PreprocessConfig, check: bool = True):
-    """The ``hand_mask`` callable :func:`~boneage.preprocess.preprocess_image` needs for ``config``
-    (``HandSegmenter.predict_mask`` of ``config.segmenter``), or None when it needs none.
-
-    With ``check`` (inference) it refuses images where :meth:`HandSegmenter.check_hand` finds no
-    hand; without (building a training set) it only refuses empty masks, as a hand's image that the
-    check would refuse still teaches the model.
-
-    A model trained with one segmenter version is refused another (its inputs would differ from the
-    ones it learnt from), with a one-line :class:`ModelLoadError`.
-    """
-    if not config.uses_segmenter:
-        return None
-    segmenter = cached_segmenter(config.segmenter)
-    found = segmenter.info.get("version")
-    if config.segmenter_version is not None and found != config.segmenter_version:
-        raise ModelLoadError(
-            f"this model was trained with hand segmenter version {config.segmenter_version}, but "
-            f"{segmenter.info.get('source', config.segmenter)} is version {found}; install the segmenter it was trained with"
-        )
-    return lambda pixels, source="image": segmenter.predict_mask(pixels, source, check=check)

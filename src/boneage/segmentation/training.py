@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..artifacts import MODEL_FORMAT, SPLIT_FILE, default_artifact_path
 from ..errors import BoneAgeError, DatasetError, InvalidInputError
 from ..io import read_image, supported_suffixes
 from ..preprocess import (
@@ -36,6 +37,7 @@ from ..preprocess import (
     to_grayscale,
 )
 from ..preprocess.masks import NoHandFoundError
+from ..utils import autocast
 from .segmenter import HandSegmenter, SegmenterSettings, export_segmenter
 from .training_masks import dice_score, iou_score, keypoints_inside, training_masks
 
@@ -62,12 +64,6 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.
     target = target.flatten(1)
     dice = (2 * (probabilities * target).sum(1) + smooth) / (probabilities.sum(1) + target.sum(1) + smooth)
     return bce + (1 - dice).mean()
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision not in ("bf16", "fp32"):
-        raise InvalidInputError(f"precision must be bf16 or fp32, got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def fit(
@@ -118,7 +114,7 @@ def fit(
             grid = F.affine_grid(theta.to(target.dtype), list(target.shape), align_corners=False)
             target = F.grid_sample(target, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             batch = ((batch - preprocess.mean) / preprocess.std).to(device)
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 logits = segmenter(batch)
             loss = dice_bce_loss(logits, target.to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -178,11 +174,10 @@ def _image_files(images_dir: Path) -> dict[str, Path]:
 
 def _load_split(split_file) -> tuple[dict | None, str | None]:
     from ..data import load_split
-    from ..models import default_model_path
 
     if split_file is None:
         return None, None
-    path = default_model_path() / "split.json" if str(split_file) == "default" else Path(split_file)
+    path = default_artifact_path(MODEL_FORMAT) / SPLIT_FILE if str(split_file) == "default" else Path(split_file)
     if not path.exists():
         if str(split_file) == "default":
             return None, None

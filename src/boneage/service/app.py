@@ -25,7 +25,6 @@ and timings, never names, sexes, ages or file names.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import io
 import ipaddress
@@ -34,7 +33,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,7 +59,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..errors import BoneAgeError, ImageReadError, InvalidInputError
-from .store import DATABASE_URL_ENV, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AssessmentStore, NotFound
+from ..utils import atomic_write
+from .store import (
+    DATABASE_URL_ENV,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    AssessmentStore,
+    NotFound,
+)
 
 __all__ = ["API_TOKEN_ENV", "DATA_DIR_ENV", "DEFAULT_MAX_UPLOAD_MB", "create_app", "serve", "sniff_image"]
 
@@ -126,31 +131,10 @@ def _field(value: str | None) -> str | None:
     return value or None
 
 
-def _parse_sex(value: str | None) -> str | None:
-    from ..inference import normalize_sex
-
-    return None if value is None else normalize_sex(value)
-
-
-def _parse_age(value: str | None) -> float | None:
-    from ..clinical import parse_age
-
-    return None if value is None else parse_age(value)
-
-
-def _parse_height(value: str | None) -> float | None:
-    from ..clinical.reference import HEIGHT_RANGE_CM
-
-    if value is None:
-        return None
-    low, high = HEIGHT_RANGE_CM
-    try:
-        height = float(value)
-    except ValueError:
-        raise InvalidInputError(f"height_cm must be a number of centimetres, got {value!r}") from None
-    if not (math.isfinite(height) and low <= height <= high):
-        raise InvalidInputError(f"height_cm must be between {low:g} and {high:g} cm, got {value!r}")
-    return height
+def _reason(err: Exception) -> str:
+    """The part of a MissingSexError in brackets: why the image does not say."""
+    text = str(err)
+    return text[text.find("(") + 1 : text.rfind(")")] if "(" in text else "it is not in the file"
 
 
 def _base_name(filename: str | None) -> str:
@@ -170,18 +154,6 @@ def _png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def _assessment_from_record(record: dict, picture: np.ndarray | None):
@@ -205,67 +177,46 @@ class _Service:
     """The model, the store and the rendering of one running application."""
 
     def __init__(self, data_dir: Path, model, max_upload_bytes: int, database_url: str | None = None):
+        from ..api import Assessor
         from ..inference import Predictor
 
-        self.predictor = model if hasattr(model, "predict_arrays") else Predictor(model)
+        self.assessor = model if isinstance(model, Assessor) else Assessor(model if isinstance(model, Predictor) else model)
         self.store = AssessmentStore(data_dir, database_url)
         self.renders = self.store.data_dir / RENDERS_DIRNAME
         self.renders.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
-        self.model_lock = threading.Lock()  # one inference at a time: the model uses every core already
         self.limiter = anyio.CapacityLimiter(WORKER_THREADS)
         self.pending = threading.BoundedSemaphore(MAX_PENDING_UPLOADS)
-        loaded = self.predictor.loaded
-        self.model_info = {"name": loaded.name, "version": loaded.version}
-        log.info("model %s %s loaded", loaded.name, loaded.version)
+        self.model_info = {"name": self.assessor.model_info["name"], "version": self.assessor.model_info["version"]}
+        log.info("model %s %s loaded", self.model_info["name"], self.model_info["version"])
 
     def close(self) -> None:
         self.store.close()
 
     # -- assessing
 
-    def assess_upload(self, data: bytes, filename: str, kind: str, sex: str | None, age: float | None,
-                      height: float | None, source: str) -> dict:
-        """Assess one upload and store it; returns the stored record. Raises BoneAgeError for bad input."""
-        from ..clinical import assess_or_reject
-        from ..io import read_image
+    def assess_upload(self, data: bytes, filename: str, inputs, source: str) -> dict:
+        """Assess one upload (``inputs``: its checked form fields) and store it; returns the stored record.
+        Raises BoneAgeError for bad input."""
+        from ..api import MissingSexError
 
         started = time.perf_counter()
-        sha256 = hashlib.sha256(data).hexdigest()
         name = _base_name(filename)
-        suffix, media_type = IMAGE_TYPES[kind]
-        with tempfile.TemporaryDirectory(prefix="boneage-upload-") as folder:
-            temp = Path(folder) / f"{sha256[:16]}{suffix}"
-            temp.write_bytes(data)
-            try:
-                try:
-                    image = read_image(temp)
-                except BoneAgeError as err:  # the reader names the temporary file: name the upload instead
-                    raise type(err)(str(err).replace(str(temp), name)) from None
-                if sex is None and image.meta.sex not in ("M", "F"):
-                    raise InvalidInputError(
-                        "sex is required (M or F) and the image does not say"
-                        + (" (its DICOM PatientSex is missing or not M/F)" if kind == "dicom" else "")
-                        + ": give it with the upload (form field sex)")
-                with self.model_lock:  # the model (and its Grad-CAM hooks) serve one image at a time
-                    assessment = assess_or_reject(self.predictor, image, sex=sex, chronological_age_months=age,
-                                                  height_cm=height, source=name)
-            except BoneAgeError as err:
-                log.info("upload %s not assessed (%s, %.0f ms)", sha256[:16], type(err).__name__,
-                         (time.perf_counter() - started) * 1000)
-                raise
-        result = assessment.to_dict()
-        record = self.store.add_assessment(
-            data, name, media_type,
-            {"sex": assessment.sex, "chronological_age_months": assessment.chronological_age_months,
-             "height_cm": assessment.height_cm},
-            result, self.model_info["name"], self.model_info["version"], source,
-        )
+        try:
+            assessment = self.assessor.assess(data, inputs=inputs, name=name, reject=True, store=self.store,
+                                              source=source)
+        except MissingSexError as err:
+            raise InvalidInputError(f"sex is required (M or F) and the image does not say ({_reason(err)}): "
+                                    "give it with the upload (form field sex)") from None
+        except BoneAgeError as err:
+            log.info("upload not assessed (%s, %.0f ms)", type(err).__name__, (time.perf_counter() - started) * 1000)
+            raise
+        record = assessment.record
         picture = assessment.evidence if assessment.evidence is not None else assessment.radiograph
         if picture is not None:
             with contextlib.suppress(OSError):  # a render is a cache: it is made again on demand
-                _write_atomically(self.renders / f"{record['id']}.png", _png_bytes(picture))
-        log.info("assessment %s: image %s, status %s, evidence %s, %.0f ms", record["id"], sha256[:16],
+                atomic_write(self.renders / f"{record['id']}.png", _png_bytes(picture), fsync=False)
+        log.info("assessment %s: image %s, status %s, evidence %s, %.0f ms", record["id"], record["image_sha256"][:16],
                  record["status"], "yes" if assessment.evidence is not None else "no",
                  (time.perf_counter() - started) * 1000)
         return record
@@ -281,35 +232,26 @@ class _Service:
             return cached.read_bytes()
         data = _png_bytes(self._draw(record))
         with contextlib.suppress(OSError):
-            _write_atomically(cached, data)
+            atomic_write(cached, data, fsync=False)
         return data
 
     def _draw(self, record: dict) -> np.ndarray:
-        from ..explain import display_image, explain_image
-        from ..io import read_image
+        from ..api import read_radiograph
+        from ..explain import display_image
 
         try:
-            image = read_image(self.store.image_path(record["id"]))
+            item = read_radiograph(self.store.image_path(record["id"]), name=record["id"])
         except NotFound:
             raise
         except BoneAgeError:
             raise ImageReadError(f"the stored image of assessment {record['id']} cannot be read") from None
-        display = display_image(image.pixels)
         result = record.get("result") or {}
         evidence = result.get("evidence") if isinstance(result.get("evidence"), dict) else {}
         same_model = (record.get("model_name"), record.get("model_version")) == (
             self.model_info["name"], self.model_info["version"])
         if record.get("status") == "ok" and evidence.get("available") and same_model:
-            try:
-                with self.model_lock:
-                    prepared, sex, _ = self.predictor.prepare_radiograph(image, record["sex"], source=record["id"])
-                    found = explain_image(self.predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display)
-            except Exception as err:  # noqa: BLE001 - the radiograph is still worth showing
-                log.warning("evidence of assessment %s could not be drawn again (%s)", record["id"], type(err).__name__)
-                found = None
-            if found is not None:
-                return found.overlay
-        return display
+            return self.assessor.picture(item, record["sex"], name=record["id"])
+        return display_image(item.image.pixels)
 
     def chart_png(self, assessment_id: str) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -334,20 +276,17 @@ class _Service:
         figure.savefig(buffer, format="png", dpi=110)
         data = buffer.getvalue()
         with contextlib.suppress(OSError):
-            _write_atomically(cached, data)
+            atomic_write(cached, data, fsync=False)
         return data
 
     def report_pdf(self, assessment_id: str) -> bytes:
         from PIL import Image
 
-        from ..clinical import write_report
+        from ..clinical import render_report
 
         record = self.store.get(assessment_id)
         picture = np.asarray(Image.open(io.BytesIO(self.image_png(record["id"]))))
-        assessment = _assessment_from_record(record, picture)
-        with tempfile.TemporaryDirectory(prefix="boneage-report-") as folder:
-            path = write_report(assessment, Path(folder) / "report.pdf")
-            return path.read_bytes()
+        return render_report(_assessment_from_record(record, picture), "pdf")
 
 
 # ---------------------------------------------------------------------------------------- middleware
@@ -550,9 +489,9 @@ def create_app(
     ):
         """Assess one radiograph and store it; answers the stored record (``bone_age_months``, ``sds``,
         ``result`` with the whole assessment, ``links``)."""
-        sex_value = _parse_sex(_field(sex))
-        age = _parse_age(_field(chronological_age_months))
-        height = _parse_height(_field(height_cm))
+        from ..api import validate_inputs
+
+        inputs = validate_inputs(_field(sex), _field(chronological_age_months), _field(height_cm))  # 422 before the upload is read
         data = await image.read(service.max_upload_bytes + 1)
         if len(data) > service.max_upload_bytes:
             raise HTTPException(413, too_large)
@@ -568,7 +507,7 @@ def create_app(
                                 headers={"Retry-After": "5"})
         try:
             record = await anyio.to_thread.run_sync(
-                lambda: service.assess_upload(data, image.filename, kind, sex_value, age, height, source),
+                lambda: service.assess_upload(data, image.filename, inputs, source),
                 limiter=service.limiter,
             )
         finally:

@@ -1,10 +1,10 @@
 """The DICOM node: a Storage SCP that assesses hand radiographs and sends the result back as DICOM.
 
-``DicomNode(predictor, store, ae_title='BONEAGE', port=11112, destination=('127.0.0.1', 104, 'PACS'))``
-listens for C-STORE requests. Each Computed Radiography or Digital X-Ray image is assessed with
-:func:`boneage.clinical.assess_or_reject` (sex from PatientSex, chronological age from the birth and
-study dates, else PatientAge) and stored in the :class:`~boneage.service.store.AssessmentStore` with the
-received file's bytes (``source='dicom'``). Once the association that delivered the image has closed,
+``DicomNode(assessor, store, ae_title='BONEAGE', port=11112, destination=('127.0.0.1', 104, 'PACS'))``
+listens for C-STORE requests. Each Computed Radiography or Digital X-Ray image is assessed and stored by
+the one assessment path, :meth:`boneage.api.Assessor.assess` (sex from PatientSex, chronological age from
+the birth and study dates, else PatientAge), in the :class:`~boneage.service.store.AssessmentStore` with
+the received file's bytes (``source='dicom'``), exactly as the web service stores an upload. Once the association that delivered the image has closed,
 a worker thread builds a Secondary Capture (the radiograph, or the model's evidence overlay when the
 assessment has one, with the numbers burned in below it) and a Basic Text SR with the same numbers,
 both in the patient and study of the received image, writes them to ``<data_dir>/outbox/`` and sends
@@ -35,12 +35,10 @@ import argparse
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import logging
 import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,7 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import BoneAgeError, InvalidInputError
+from ..errors import BoneAgeError, InvalidInputError, NoPixelDataError
 
 __all__ = [
     "ASSESSED_SOP_CLASSES",
@@ -440,20 +438,18 @@ def build_text_sr(assessment, identity, *, for_processing: bool = False):
 class DicomNode:
     """A Storage SCP that assesses CR and DX hand radiographs and returns the results as DICOM.
 
-    ``predictor`` is a :class:`boneage.inference.Predictor` (or a model path, None for the shipped
+    ``model`` is a :class:`boneage.api.Assessor` (or a Predictor, a model path, None for the shipped
     model); ``store`` an :class:`~boneage.service.store.AssessmentStore`. ``port=0`` picks a free port
     (see :attr:`port` after :meth:`start`). ``destination`` is ``(host, port, ae_title)`` or
     ``'AE@HOST:PORT'``; without one, results are only written to ``<data_dir>/outbox``. Only
     associations that call this node's AE title are accepted.
     """
 
-    def __init__(self, predictor, store, ae_title: str = "BONEAGE", port: int = 11112, host: str = "127.0.0.1",
+    def __init__(self, model, store, ae_title: str = "BONEAGE", port: int = 11112, host: str = "127.0.0.1",
                  destination=None, *, outbox_dir: str | Path | None = None, send_sr: bool = True):
-        if not hasattr(predictor, "predict_arrays"):
-            from ..inference import Predictor
+        from ..api import Assessor
 
-            predictor = Predictor(predictor)
-        self.predictor = predictor
+        self.assessor = model if isinstance(model, Assessor) else Assessor(model)
         self.store = store
         self.ae_title = validate_ae_title(ae_title)
         self.host = str(host)
@@ -461,7 +457,6 @@ class DicomNode:
         self.destination = parse_destination(destination)
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else Path(store.data_dir) / OUTBOX_DIRNAME
         self.send_sr = send_sr
-        self._assess_lock = threading.Lock()  # one model run at a time, whatever the number of associations
         self._pending: dict[int, list[_Result]] = {}
         self._pending_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
@@ -603,55 +598,43 @@ class DicomNode:
     def _assess(self, data: bytes, sha: str, sop_class: str) -> _Result:
         """Check, assess and store one received file; raises :class:`_Refusal` for a failure status (an
         image the model refused is stored as a rejected assessment first)."""
-        from pydicom import dcmread
+        from ..api import read_radiograph
 
-        from ..clinical import assess_or_reject
-        from ..io import read_image
-
+        provisional = f"{sha[:16]}.dcm"
         try:
-            ds = dcmread(io.BytesIO(data), force=True)
-            has_pixels = "PixelData" in ds
-            sex = str(ds.get("PatientSex", "") or "").strip().upper()
-            body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-            identity = _identity(ds)
-            sop_instance = str(ds.get("SOPInstanceUID", "") or "") or None
-        except Exception as err:  # noqa: BLE001 - anything a sender can make pydicom choke on
-            raise _Refusal("unreadable", f"not a readable DICOM data set ({type(err).__name__})") from None
-        if not has_pixels:
-            raise _Refusal("missing_data", "the data set has no pixel data")
+            item = read_radiograph(data, name=provisional)
+        except NoPixelDataError:
+            raise _Refusal("missing_data", "the data set has no pixel data") from None
+        except BoneAgeError as err:  # the sender needs only why, not our name for the file
+            raise _Refusal("unreadable", str(err).removeprefix(f"{provisional}: ")) from None
+        ds, meta = item.image.dataset, item.image.meta
+        if ds is None:
+            raise _Refusal("unreadable", "not a DICOM data set")
+        body_part = (meta.body_part or "").strip().upper()
         if body_part and not _is_hand(body_part):
             raise _Refusal("missing_data", f"BodyPartExamined {body_part[:16]} is not a hand")
+        sex = str(ds.get("PatientSex", "") or "").strip().upper()
         if sex not in ("M", "F"):
             raise _Refusal("missing_data", "PatientSex must be M or F" + (" (is O)" if sex == "O" else " (missing)"),
                            log_text="PatientSex missing or not M/F")  # the log does not say which
         for_processing = sop_class == DX_PROCESSING
         # the name the image goes by in messages, the record and the report: its SOP Instance UID when it
         # is a valid UID (nothing a sender can use to reach a path or inject text), else its hash
+        sop_instance = meta.sop_instance_uid
         safe_uid = sop_instance is not None and len(sop_instance) <= 64 and _UID_RE.fullmatch(sop_instance)
-        filename = f"{sop_instance if safe_uid else sha[:16]}.dcm"
-        with tempfile.TemporaryDirectory(prefix="boneage-dicom-") as folder:
-            path = Path(folder) / "received.dcm"
-            path.write_bytes(data)
-            try:
-                radiograph = read_image(path)
-                with self._assess_lock:  # the model (and its Grad-CAM hooks) serve one image at a time
-                    assessment = assess_or_reject(self.predictor, radiograph, source=filename)
-            except BoneAgeError as err:  # the reader names the temporary file; the sender needs only why
-                raise _Refusal("unreadable", str(err).replace(f"{path}: ", "").replace(str(path), "the image")) from None
-        if for_processing:
-            assessment.statements.append(FOR_PROCESSING_NOTE)
-        model = assessment.model or {}
-        record = self.store.add_assessment(
-            data, filename, "application/dicom",
-            {"sex": assessment.sex, "chronological_age_months": assessment.chronological_age_months},
-            assessment.to_dict(), str(model.get("name") or "unknown"), str(model.get("version") or "unknown"), "dicom",
-        )
+        item.name = f"{sop_instance if safe_uid else sha[:16]}.dcm"
+        try:
+            assessment = self.assessor.assess(item, reject=True, store=self.store, source="dicom",
+                                              notes=[FOR_PROCESSING_NOTE] if for_processing else ())
+        except BoneAgeError as err:
+            raise _Refusal("unreadable", str(err).removeprefix(f"{item.name}: ")) from None
+        record = assessment.record
         if assessment.status != "ok":
             log.info("image %s rejected by the model; assessment %s stored as rejected", sha[:16], record["id"])
-            reason = (assessment.rejection or "no reason given").removeprefix(f"{filename}: ")
+            reason = (assessment.rejection or "no reason given").removeprefix(f"{item.name}: ")
             raise _Refusal("rejected", f"refused by the model: {reason}")
         log.info("image %s assessed: assessment %s stored", sha[:16], record["id"])
-        return _Result(record["id"], sha, assessment, identity, sop_class, sop_instance, for_processing)
+        return _Result(record["id"], sha, assessment, _identity(ds), sop_class, sop_instance, for_processing)
 
     def _handle_close(self, event) -> None:
         """EVT_CONN_CLOSE: the association that delivered images is over; queue their results."""
@@ -757,7 +740,9 @@ def _cli_destination(value: str) -> Destination:
 def add_cli_subcommand(sub) -> None:
     """``boneage dicom-node [--host H] [--port N] [--ae-title AE] [--data-dir DIR] [--model PATH]
     [--destination AE@HOST:PORT]`` on the ``boneage`` command's subparsers."""
-    from ..cli import _positive_int  # the command's own argument types (cli is loaded: it calls this)
+    from ..cli import (
+        _positive_int,  # the command's own argument types (cli is loaded: it calls this)
+    )
 
     p = sub.add_parser("dicom-node", help="DICOM node: assess CR/DX hand radiographs sent by C-STORE and "
                                           "send back a Secondary Capture and a text SR")
@@ -799,12 +784,12 @@ def run_command(args) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO lines name SOP instance UIDs
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from ..inference import Predictor
+    from ..api import Assessor
     from .store import DATABASE_URL_ENV, AssessmentStore
 
-    predictor = Predictor(args.model, threads=args.threads)
+    assessor = Assessor(args.model, threads=args.threads)
     with AssessmentStore(data_dir, args.database_url or os.environ.get(DATABASE_URL_ENV) or None) as store:
-        node = DicomNode(predictor, store, ae_title=args.ae_title, port=args.port, host=args.host,
+        node = DicomNode(assessor, store, ae_title=args.ae_title, port=args.port, host=args.host,
                          destination=args.destination)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: node._stopped.set())

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -39,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ..errors import BoneAgeError, InvalidInputError
 from ..io import normalize_sex
+from ..utils import atomic_write
 
 __all__ = [
     "DATABASE_FILENAME",
@@ -426,27 +426,18 @@ class AssessmentStore:
 
     # -- images
 
-    def _store_image(self, image_bytes: bytes, filename: str, media_type: str | None) -> tuple[str, str]:
-        """Write the image once under its SHA-256; return (sha256, path relative to data_dir)."""
-        sha256 = hashlib.sha256(image_bytes).hexdigest()
+    def _store_image(self, image_bytes: bytes, filename: str, media_type: str | None,
+                     sha256: str | None = None) -> tuple[str, str]:
+        """Write the image once under its SHA-256 (computed unless the caller, who read the bytes, gives
+        it); return (sha256, path relative to data_dir)."""
+        sha256 = sha256 or hashlib.sha256(image_bytes).hexdigest()
         folder = self.images_dir / sha256[:2]
         folder.mkdir(parents=True, exist_ok=True)
         for existing in sorted(folder.glob(f"{sha256}*")):
             same_name = existing.name == sha256 or existing.name.startswith(sha256 + ".")
             if same_name and existing.is_file() and existing.stat().st_size == len(image_bytes):
                 return sha256, existing.relative_to(self.data_dir).as_posix()
-        target = folder / f"{sha256}{_image_suffix(filename, media_type)}"
-        handle, temp = tempfile.mkstemp(prefix=f".{sha256[:16]}-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(image_bytes)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        target = atomic_write(folder / f"{sha256}{_image_suffix(filename, media_type)}", image_bytes)
         with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX only)
             fd = os.open(folder, os.O_RDONLY)
             try:
@@ -468,10 +459,14 @@ class AssessmentStore:
         model_name: str,
         model_version: str,
         source: str,
+        *,
+        image_sha256: str | None = None,
     ) -> dict:
         """Store one assessment with a copy of its input image; return the record (see :meth:`get`).
 
         ``inputs``: ``sex`` (M/F), ``chronological_age_months`` and ``height_cm`` (optional).
+        ``image_sha256``: the hash of ``image_bytes`` when the caller computed it already (it names the
+        stored file).
         ``result``: the full assessment dict, kept as JSON; its ``status`` ('ok'/'rejected', default
         from whether ``bone_age_months`` is set), ``bone_age_months``, ``sds`` and ``reading`` are
         also stored as columns. Patient fields live only inside ``result``.
@@ -505,7 +500,9 @@ class AssessmentStore:
         media_type = _optional_text(media_type, "media_type", 100)
         original_name = _base_filename(filename)
 
-        sha256, relative_path = self._store_image(image_bytes, original_name, media_type)
+        if image_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(image_sha256)):
+            raise InvalidInputError(f"image_sha256 must be 64 lower-case hex digits, got {image_sha256!r}")
+        sha256, relative_path = self._store_image(image_bytes, original_name, media_type, image_sha256)
         row = Assessment(
             id=str(uuid.uuid4()),
             created_at=_utcnow(),

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import json
@@ -44,8 +43,17 @@ from ..data import (
 from ..errors import InvalidInputError
 from ..evaluation import compute_metrics, plot_agreement, roi_detection_metrics
 from ..inference import predict_images
-from ..models import create_model, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
+from ..models import (
+    create_model,
+    export_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    write_model_config,
+)
 from ..preprocess import augment_batch, to_model_input, transform_points
+from ..segmentation import model_preprocessing, model_segmenter
+from ..utils import autocast
 from .config import TrainConfig
 
 __all__ = ["train", "hardware_description"]
@@ -150,19 +158,15 @@ def _load_samples(config: TrainConfig):
     return samples, source
 
 
-def _hand_mask(preprocess, uses_keypoints: bool):
-    """The hand mask function of a config with hand clean-up (None without); records the segmenter's
-    version in the config, so the exported model refuses any other segmenter."""
-    if not preprocess.uses_segmenter:
-        return None
+def _pipeline(preprocess, uses_keypoints: bool):
+    """The model's preprocessing for building the training set (no hand check); with hand clean-up it
+    records the segmenter's version in the config, so the exported model refuses any other segmenter."""
     if uses_keypoints and preprocess.hand in ("crop", "crop_mask"):
         raise InvalidInputError("hand cropping moves the anatomy away from the keypoints' coordinates; "
                                 "train region proposal models with --hand none or --hand mask")
-    from ..segmentation import cached_segmenter, hand_masker
-
-    if preprocess.segmenter_version is None:
-        preprocess.segmenter_version = cached_segmenter(preprocess.segmenter).info.get("version")
-    return hand_masker(preprocess, check=False)
+    if preprocess.uses_segmenter:
+        model_segmenter(preprocess, record_version=True)
+    return model_preprocessing(preprocess, check_hand=False)
 
 
 def _input_points(samples, annotations: dict, preprocess) -> list[np.ndarray | None]:
@@ -192,14 +196,6 @@ def _batch_points(points: list, index: torch.Tensor, theta: torch.Tensor, size) 
         else:
             out.append(transform_points(torch.from_numpy(points[i])[None], theta[row : row + 1].float(), tuple(size))[0])
     return out
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise InvalidInputError(f"precision must be bf16 or fp32, got {precision!r}")
-    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -250,8 +246,8 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     torch.manual_seed(config.seed)
     spec = config.model_spec()
     model = create_model(spec["name"], **spec["kwargs"])  # before decoding: a bad option fails fast
-    uses_keypoints = bool(getattr(model, "uses_rpn", False))
-    hand_mask = _hand_mask(config.preprocess, uses_keypoints)
+    uses_keypoints = model.capabilities.needs_keypoints
+    pipeline = _pipeline(config.preprocess, uses_keypoints)
     train_points = val_points = None
     if uses_keypoints:
         if not config.keypoints:
@@ -278,15 +274,14 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
     t0 = time.time()
     cache_dir = config.cache_dir
     show = config.progress and dist.is_main
-    train_images = torch.from_numpy(load_images(train_samples, config.preprocess, cache_dir=cache_dir, progress=show, hand_mask=hand_mask))
-    val_images = load_images(val_samples, config.preprocess, cache_dir=cache_dir, progress=show, hand_mask=hand_mask)
+    train_images = torch.from_numpy(load_images(train_samples, config.preprocess, cache_dir=cache_dir, progress=show, pipeline=pipeline))
+    val_images = load_images(val_samples, config.preprocess, cache_dir=cache_dir, progress=show, pipeline=pipeline)
     log(f"images decoded in {time.time() - t0:.1f} s at {config.preprocess.image_size}")
     train_age = torch.tensor([s.bone_age_months for s in train_samples], dtype=torch.float32)
     train_male = torch.tensor([s.male for s in train_samples], dtype=torch.float32)
     val_age = np.array([s.bone_age_months for s in val_samples])
     val_sex = [s.sex for s in val_samples]
-    if hasattr(model, "init_from_labels"):
-        model.init_from_labels(train_age)
+    model.init_from_labels(train_age)
 
     # ---- model, optimiser, schedule
     device = dist.device
@@ -325,7 +320,7 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
         # An RPN trained alone leaves the bone age layers out of its loss.
         train_module = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=bool(getattr(model, "detection_only", False)),
+            find_unused_parameters=model.capabilities.partial_loss,
         )
 
     log(
@@ -359,7 +354,7 @@ def _train(config: TrainConfig, dist: _Dist, *, resume: bool, command: str | Non
             extra = {}
             if uses_keypoints:
                 extra["keypoints"] = _batch_points(train_points, index, theta, x.shape[-2:])
-            with _autocast(device, config.precision):
+            with autocast(device, config.precision):
                 outputs = train_module(x, batch["male"], **extra)
             parts = model.compute_loss(outputs, batch)
             for name, value in parts.items():

@@ -1,0 +1,231 @@
+"""The one assessment path: a radiograph in, the whole assessment out, stored when a store is given.
+
+:meth:`Assessor.assess` checks the inputs once, reads the radiograph once, resolves the sex, runs the
+model's preprocessing (the hand check and clean-up included), the model and its evidence under one lock
+(the model serves one image at a time, whatever the number of callers), puts the bone age in clinical
+context (:func:`boneage.clinical.interpret`) and, given an
+:class:`~boneage.service.store.AssessmentStore`-like ``store``, stores it with its image. The CLI
+(``predict``, ``report``), the web service and the DICOM node all call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..clinical import (
+    Assessment,
+    chronological_age,
+    interpret,
+    patient_fields,
+    study_fields,
+)
+from ..errors import BoneAgeError, ImageReadError
+from ..explain import Evidence, display_image, explain_image
+from ..inference import Predictor
+from ..preprocess import Prepared
+from .inputs import Inputs, Radiograph, read_radiograph, resolve_sex, validate_inputs
+
+__all__ = ["Assessor", "assess", "default_assessor"]
+
+log = logging.getLogger("boneage.api")
+INTERVAL_Z = 1.96  # a 95% interval under a normal spread
+
+
+class Assessor:
+    """A loaded model (a :class:`~boneage.inference.Predictor`, a model path, or None for the shipped
+    model) and the lock that serialises its use. ``check_hand=False`` assesses images where no hand is
+    found (research use)."""
+
+    def __init__(self, model: Predictor | str | Path | None = None, *, threads: int | None = None,
+                 check_hand: bool = True):
+        self.predictor = model if isinstance(model, Predictor) else Predictor(model, threads=threads,
+                                                                             check_hand=check_hand)
+        self.lock = threading.Lock()
+        loaded = self.predictor.loaded
+        self.model_info = {"name": loaded.name, "version": loaded.version,
+                           "validation_mae_months": loaded.validation_mae}
+
+    # ------------------------------------------------------------------------------------ one image
+    def assess(self, radiograph, *, sex=None, age=None, height_cm=None, inputs: Inputs | None = None,
+               name: str | None = None, explain: bool = True, reject: bool = False, store=None, source: str = "cli",
+               notes: Iterable[str] = ()) -> Assessment:
+        """Assess one radiograph: a path, the bytes of a file, a read image or a :class:`Radiograph`.
+
+        ``sex`` (M/F; default: the DICOM PatientSex), ``age`` (chronological, in months or text such as
+        ``'9y4m'``; default: the DICOM birth and study dates, else Patient's Age) and ``height_cm`` are
+        checked first, unless a front end that parsed its own form gives them checked (``inputs``, from
+        :func:`~boneage.api.validate_inputs`). ``name`` names the image in messages (default: its path). ``explain`` draws the
+        model's evidence on the radiograph. An image the model refuses (blank, too small, no hand)
+        raises, or with ``reject`` gives an Assessment with ``status='rejected'`` saying why; a file
+        that cannot be read and bad input always raise a one-line BoneAgeError. ``notes`` are added to
+        the statements. With ``store`` the assessment is stored with its image (``source``: who sent
+        it, ``'cli'``, ``'api'``, ``'ui'`` or ``'dicom'``) and the record is ``Assessment.record``.
+        """
+        inputs = inputs if inputs is not None else validate_inputs(sex, age, height_cm)
+        item = read_radiograph(radiograph, name)
+        assessment = self._assess(item, inputs, explain=explain, reject=reject)
+        assessment.statements.extend(notes)
+        if store is not None:
+            assessment.record = self.store(store, item, assessment, source)
+        return assessment
+
+    def store(self, store, item: Radiograph, assessment: Assessment, source: str) -> dict:
+        """Store an assessment with the radiograph's file; returns the record."""
+        if item.data is None:
+            raise ImageReadError(f"{item.name}: only an image read from a file or from bytes can be stored")
+        inputs = {"sex": assessment.sex, "chronological_age_months": assessment.chronological_age_months,
+                  "height_cm": assessment.height_cm}
+        return store.add_assessment(item.data, item.name, item.media_type, inputs, assessment.to_dict(),
+                                    self.model_info["name"], self.model_info["version"], source,
+                                    image_sha256=item.sha256)
+
+    def _assess(self, item: Radiograph, inputs: Inputs, *, explain: bool, reject: bool) -> Assessment:
+        meta = item.image.meta
+        sex, sex_source = resolve_sex(inputs.sex, item.image, item.name)
+        age, age_source, age_statements = chronological_age(inputs.age_months, meta)
+        base = {"source": item.name, "image_sha256": item.sha256, "model": dict(self.model_info),
+                "patient": patient_fields(meta), "study": study_fields(meta), "sex": sex, "sex_source": sex_source,
+                "chronological_age_months": age, "chronological_age_source": age_source,
+                "height_cm": inputs.height_cm, "radiograph": _safe_display(item.image.pixels)}
+        try:
+            with self.lock:
+                prepared = self.predictor.prepare(item.image, item.name)
+                months, sd = self.predictor.predict([prepared], [sex])
+                evidence, failed = self._evidence(prepared, sex, base["radiograph"]) if explain else (None, False)
+        except ImageReadError as err:
+            if not reject:
+                raise
+            return Assessment(status="rejected", rejection=str(err), **base,
+                              statements=[f"The image was rejected and no bone age was estimated: {err}", *age_statements])
+        result = self._interpret(float(months[0]), None if sd is None else float(sd[0]), sex, age, inputs.height_cm)
+        result.statements[:0] = age_statements
+        for key, value in base.items():
+            setattr(result, key, value)
+        if failed:
+            result.statements.append("The model's visual evidence could not be drawn for this image; the radiograph is shown.")
+        elif evidence is not None:
+            _attach(result, evidence)
+        return result
+
+    def _interpret(self, months: float, sd: float | None, sex: str, age, height) -> Assessment:
+        result = interpret(months, sex, chronological_age_months=age, height_cm=height, bone_age_sd_months=sd,
+                           uncertainty_method=self._uncertainty_method())
+        mae = self.model_info.get("validation_mae_months")
+        if result.uncertainty is not None:
+            result.statements.append(
+                "The interval shows how much the model's own estimates disagree, not its error against expert readers"
+                + (f" (its validation MAE is {float(mae):.1f} months)." if mae is not None else ".")
+            )
+        return result
+
+    def _uncertainty_method(self) -> str:
+        members = len(self.predictor.loaded.config.get("members") or [])
+        what = f"SD across the {members} ensemble members" if members else "SD across ensemble members"
+        if self.predictor.tta == "hflip":
+            what += ", each averaged over the image and its mirror image (flip views)"
+        return f"{what}; interval = bone age +/- {INTERVAL_Z} SD"
+
+    def _evidence(self, prepared: Prepared, sex: str, display) -> tuple[Evidence | None, bool]:
+        """The model's own visual evidence on the radiograph -> ``(evidence, failed)``; evidence None when
+        the model offers none. Evidence is an aid to the reader: a failure to draw it is logged and
+        reported (``failed``), and the assessment stands. Call with the lock held."""
+        try:
+            return explain_image(self.predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display), False
+        except Exception as err:  # noqa: BLE001 - the bone age does not depend on it
+            log.warning("the model's visual evidence could not be drawn (%s)", type(err).__name__)
+            return None, True
+
+    def picture(self, radiograph, sex: str, *, name: str = "image") -> np.ndarray:
+        """What a reader is shown of a stored assessment: the model's evidence overlay on the radiograph,
+        or the radiograph as read when the model offers none (or the image is refused now)."""
+        item = read_radiograph(radiograph, name)
+        display = display_image(item.image.pixels)
+        try:
+            with self.lock:
+                prepared = self.predictor.prepare(item.image, item.name)
+                evidence, _ = self._evidence(prepared, sex, display)
+        except BoneAgeError:
+            evidence = None
+        return evidence.overlay if evidence is not None else display
+
+    # ---------------------------------------------------------------------------------- many images
+    def assess_files(self, paths: list[str | Path], *, sex=None, batch_size: int = 32,
+                     explain: bool = False) -> Iterable[Assessment]:
+        """Assess many files, ``batch_size`` at a time through the model (memory stays bounded for any
+        number of files), in order. A file that cannot be used gives a rejected Assessment whose
+        ``rejection`` says why; bad ``sex`` raises before any file is read."""
+        inputs = validate_inputs(sex)
+        for start in range(0, len(paths), batch_size):
+            yield from self._assess_batch(paths[start : start + batch_size], inputs, explain)
+
+    def _assess_batch(self, paths, inputs: Inputs, explain: bool) -> list[Assessment]:
+        results: list[Assessment] = []
+        ready: list[tuple[Assessment, Radiograph, Prepared]] = []
+        for path in paths:
+            try:
+                item = read_radiograph(path)
+                sex, sex_source = resolve_sex(inputs.sex, item.image, item.name)
+                with self.lock:
+                    prepared = self.predictor.prepare(item.image, item.name)
+            except BoneAgeError as err:
+                results.append(Assessment(status="rejected", source=str(path), rejection=str(err)))
+                continue
+            results.append(Assessment(status="ok", source=item.name, sex=sex, sex_source=sex_source,
+                                      image_sha256=item.sha256, model=dict(self.model_info)))
+            ready.append((results[-1], item, prepared))
+        if ready:
+            with self.lock:
+                months, sd = self.predictor.predict([p for _, _, p in ready], [a.sex for a, _, _ in ready])
+            for k, (shell, item, prepared) in enumerate(ready):
+                result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), shell.sex, None, None)
+                for key in ("source", "sex", "sex_source", "image_sha256", "model"):
+                    setattr(result, key, getattr(shell, key))
+                if explain:
+                    with self.lock:
+                        evidence, _ = self._evidence(prepared, shell.sex, display_image(item.image.pixels))
+                    if evidence is not None:
+                        _attach(result, evidence)
+                results[results.index(shell)] = result
+        return results
+
+
+_DEFAULT: dict[str, Assessor] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_assessor(model: str | Path | None = None) -> Assessor:
+    """An :class:`Assessor` of ``model`` (None: the shipped one), loaded once per process and shared."""
+    key = "default" if model is None else str(model)
+    with _DEFAULT_LOCK:
+        if key not in _DEFAULT:
+            _DEFAULT[key] = Assessor(model)
+        return _DEFAULT[key]
+
+
+def assess(radiograph, *, model: Assessor | Predictor | str | Path | None = None, **kwargs) -> Assessment:
+    """Assess one radiograph with ``model`` (an :class:`Assessor`, a Predictor, a model path, or None for the
+    shipped model); the keyword arguments are those of :meth:`Assessor.assess`."""
+    if isinstance(model, Assessor):
+        assessor = model
+    elif isinstance(model, Predictor):
+        assessor = Assessor(model)
+    else:
+        assessor = default_assessor(model)
+    return assessor.assess(radiograph, **kwargs)
+
+
+def _attach(assessment: Assessment, evidence: Evidence) -> None:
+    assessment.evidence, assessment.evidence_label, assessment.evidence_kind = evidence.overlay, evidence.label, evidence.kind
+
+
+def _safe_display(pixels: np.ndarray) -> np.ndarray | None:
+    """A display copy of the radiograph; never stops an assessment or a rejection report."""
+    try:
+        return display_image(pixels)
+    except Exception:  # noqa: BLE001 - e.g. a blank image the model also refuses
+        return None
