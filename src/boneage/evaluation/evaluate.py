@@ -1,4 +1,4 @@
-"""Evaluate a loaded model on a labelled collection (the job behind ``boneage evaluate``)."""
+"""Evaluate a model on a labelled collection (the job behind ``boneage evaluate``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 from ..data import Sample
 from ..errors import BoneAgeError, DatasetError
 from ..inference import Predictor
+from ..utils import atomic_write
 from .metrics import compute_metrics
+from .plots import plot_agreement
 
-__all__ = ["EvaluationResult", "evaluate_samples"]
+__all__ = ["EvaluationResult", "evaluate_collection", "evaluate_samples", "write_predictions"]
 
 
 @dataclasses.dataclass
@@ -50,3 +52,30 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size:
     metrics = compute_metrics(predicted_months, [s.bone_age_months for s in used], [s.sex for s in used])
     metrics["n_skipped"] = len(skipped)
     return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted_months, skipped=skipped)
+
+
+def write_predictions(result: EvaluationResult, path) -> None:
+    """``id,sex,bone_age_months,predicted_months``, one row per evaluated image (written atomically)."""
+    rows = [f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}" for s, p in zip(result.samples, result.predicted_months)]
+    atomic_write(path, "id,sex,bone_age_months,predicted_months\n" + "\n".join(rows) + "\n")
+
+
+def evaluate_collection(images, labels, model=None, *, batch_size: int = 128, threads: int | None = None,
+                        check_hand: bool = False, predictions_csv=None, plot=None,
+                        progress: bool = False) -> tuple[EvaluationResult, dict]:
+    """The job of ``boneage evaluate``: ``model`` (a path, None for the shipped one) on an RSNA-layout
+    collection -> ``(result, metrics with the model's name, version and source)``; writes the
+    per-image predictions and the agreement plot when asked."""
+    from ..data import load_rsna
+
+    samples = load_rsna(images, labels)
+    predictor = Predictor(model, threads=threads, check_hand=check_hand)
+    result = evaluate_samples(predictor, samples, batch_size=batch_size, progress=progress)
+    loaded = predictor.loaded
+    metrics = {**result.metrics, "model": {"name": loaded.name, "version": loaded.version, "source": loaded.source}}
+    if predictions_csv:
+        write_predictions(result, predictions_csv)
+    if plot:
+        plot_agreement(result.predicted_months, [s.bone_age_months for s in result.samples], plot,
+                       sexes=[s.sex for s in result.samples], title=f"{loaded.name}: MAE {metrics['mae_months']:.2f} months")
+    return result, metrics

@@ -8,7 +8,7 @@ from . import alanet, ensemble, global_resnet, residual_attention  # noqa: F401 
 from ._registry import create_model, list_models, model_description, register_model
 from .base import EVIDENCE_KINDS, BoneAgeModel, Capabilities, ModelOutput
 from .ensemble import Ensemble, combine_models
-from .heads import OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
+from .heads import HEADS, OrdinalHead, RegressionHead, ordinal_decode, ordinal_encode
 from .serialization import (
     LoadedModel,
     default_model_path,
@@ -21,6 +21,7 @@ from .serialization import (
 
 __all__ = [
     "EVIDENCE_KINDS",
+    "HEADS",
     "BoneAgeModel",
     "Capabilities",
     "Ensemble",

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["OrdinalHead", "RegressionHead", "create_head", "ordinal_encode", "ordinal_decode"]
+__all__ = ["HEADS", "OrdinalHead", "RegressionHead", "create_head", "ordinal_encode", "ordinal_decode"]
+
+HEADS = ("ordinal", "l1", "mse")  # the heads create_head builds
 
 
 def ordinal_encode(months: torch.Tensor, label_min: float, num_thresholds: int) -> torch.Tensor:
@@ -97,4 +99,4 @@ def create_head(head: str, in_features: int, label_range: tuple[float, float]) -
         return OrdinalHead(in_features, label_range)
     if head in ("l1", "mse"):
         return RegressionHead(in_features, loss=head, label_range=label_range)
-    raise ValueError(f"head must be one of ordinal, l1, mse; got {head!r}")
+    raise ValueError(f"head must be one of {', '.join(HEADS)}; got {head!r}")

@@ -20,7 +20,7 @@ round. A model that wants masked or cropped inputs says so in its
 """
 
 from .cleanup import HandCleanup, model_preprocessing, model_segmenter
-from .render import mask_outline, overlay_mask
+from .render import mask_outline, overlay_mask, segment_file
 from .segmenter import (
     SEGMENTER_FORMAT,
     HandSegmenter,
@@ -61,6 +61,7 @@ __all__ = [
     "model_segmenter",
     "overlay_mask",
     "refine_with_keypoints",
+    "segment_file",
     "train_segmenter",
     "training_masks",
 ]

@@ -1,13 +1,15 @@
-"""Mask outlines drawn over a radiograph, for ``boneage segment --overlay`` and contact sheets."""
+"""Mask outlines drawn over a radiograph, and the mask files of ``boneage segment`` (``--overlay``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InvalidInputError
 
-__all__ = ["mask_outline", "overlay_mask", "MASK_COLOUR", "REFERENCE_COLOUR", "INSIDE_COLOUR", "OUTSIDE_COLOUR"]
+__all__ = ["mask_outline", "overlay_mask", "segment_file", "MASK_COLOUR", "REFERENCE_COLOUR", "INSIDE_COLOUR", "OUTSIDE_COLOUR"]
 
 MASK_COLOUR = (60, 230, 60)  # the segmenter's outline
 REFERENCE_COLOUR = (255, 140, 0)  # a reference outline (e.g. the classical mask)
@@ -59,3 +61,26 @@ def overlay_mask(
             if r0 < r1 and c0 < c1:
                 rgb[r0:r1, c0:c1] = INSIDE_COLOUR if inside else OUTSIDE_COLOUR
     return rgb
+
+
+def segment_file(segmenter, file, out_dir: Path, stem: str, *, overlay: bool = False) -> dict:
+    """Segment one image file and write ``<stem>_mask.png`` (255 = hand) and, with ``overlay``,
+    ``<stem>_overlay.png`` (the outline over the image) into ``out_dir`` -> ``{'mask', 'fraction',
+    'overlay'}``. Raises a one-line BoneAgeError for an unreadable image or one with no hand."""
+    from PIL import Image
+
+    from ..io import read_image
+    from ..preprocess import normalize_intensity, to_grayscale
+    from ..utils import atomic_write
+
+    image = read_image(file)
+    mask = segmenter.predict_mask(image.pixels, source=str(file))
+    pictures = {"mask": mask.astype(np.uint8) * 255}
+    if overlay:
+        pictures["overlay"] = overlay_mask(normalize_intensity(to_grayscale(image.pixels)), mask)
+    written: dict = {"fraction": float(mask.mean())}
+    for kind, array in pictures.items():
+        written[kind] = atomic_write(Path(out_dir) / f"{stem}_{kind}.png",
+                                     lambda stream, array=array: Image.fromarray(array).save(stream, format="PNG"),
+                                     fsync=False)
+    return written

@@ -31,7 +31,6 @@ Importing this module is cheap: pydicom, pynetdicom and the model code load when
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import hashlib
@@ -59,7 +58,9 @@ __all__ = [
     "parse_destination",
     "result_lines",
     "result_picture",
+    "serve_node",
     "validate_ae_title",
+    "validate_port",
 ]
 
 log = logging.getLogger("boneage.service.dicom")
@@ -156,7 +157,7 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
     return text
 
 
-def _validate_port(value, what: str = "port", allow_zero: bool = False) -> int:
+def validate_port(value, what: str = "port", allow_zero: bool = False) -> int:
     try:
         port = int(value)
     except (TypeError, ValueError):
@@ -183,7 +184,7 @@ def parse_destination(value) -> Destination | None:
     host = str(host).strip()
     if not host:
         raise InvalidInputError("destination host is empty")
-    return Destination(host, _validate_port(port, "destination port"), validate_ae_title(ae_title, "destination AE title"))
+    return Destination(host, validate_port(port, "destination port"), validate_ae_title(ae_title, "destination AE title"))
 
 
 def _is_hand(body_part: str) -> bool:
@@ -453,7 +454,7 @@ class DicomNode:
         self.store = store
         self.ae_title = validate_ae_title(ae_title)
         self.host = str(host)
-        self._requested_port = _validate_port(port, allow_zero=True)
+        self._requested_port = validate_port(port, allow_zero=True)
         self.destination = parse_destination(destination)
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else Path(store.data_dir) / OUTBOX_DIRNAME
         self.send_sr = send_sr
@@ -715,67 +716,22 @@ class DicomNode:
             assoc.release()
 
 
-# ------------------------------------------------------------------------------------------ command
-def _cli_port(value: str) -> int:
-    try:
-        return _validate_port(value)
-    except InvalidInputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+# ------------------------------------------------------------------------------------------- serving
+def serve_node(*, data_dir: str | Path | None = None, model=None, ae_title: str = "BONEAGE", port: int = 11112,
+               host: str = "127.0.0.1", destination=None, database_url: str | None = None,
+               threads: int | None = None, announce=None) -> None:
+    """Run a DICOM node until Ctrl-C or SIGTERM (``boneage dicom-node``).
 
-
-def _cli_ae_title(value: str) -> str:
-    try:
-        return validate_ae_title(value)
-    except InvalidInputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _cli_destination(value: str) -> Destination:
-    try:
-        return parse_destination(value)
-    except InvalidInputError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_cli_subcommand(sub) -> None:
-    """``boneage dicom-node [--host H] [--port N] [--ae-title AE] [--data-dir DIR] [--model PATH]
-    [--destination AE@HOST:PORT]`` on the ``boneage`` command's subparsers."""
-    from ..cli import (
-        _positive_int,  # the command's own argument types (cli is loaded: it calls this)
-    )
-
-    p = sub.add_parser("dicom-node", help="DICOM node: assess CR/DX hand radiographs sent by C-STORE and "
-                                          "send back a Secondary Capture and a text SR")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=_cli_port, default=11112, help="port to listen on (default 11112)")
-    p.add_argument("--ae-title", type=_cli_ae_title, default="BONEAGE", help="this node's AE title (default BONEAGE)")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="database, received images and outbox/ (default: $BONEAGE_DATA_DIR)")
-    p.add_argument("--database-url", default=None, metavar="URL",
-                   help="SQLAlchemy URL of the assessment database, e.g. postgresql+psycopg://user@host/db "
-                        "(default: $BONEAGE_DATABASE_URL, else SQLite in DIR)")
-    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
-    p.add_argument("--destination", type=_cli_destination, default=None, metavar="AE@HOST:PORT",
-                   help="send the results here by C-STORE (default: only write them to DIR/outbox)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    """The ``boneage dicom-node`` command: serve until Ctrl-C or SIGTERM."""
+    ``data_dir`` defaults to ``$BONEAGE_DATA_DIR`` and ``database_url`` to ``$BONEAGE_DATABASE_URL`` (else
+    SQLite in the data folder); ``announce(line)`` is told where the node listens. Bad settings are a
+    one-line :class:`~boneage.errors.InvalidInputError`.
+    """
     import signal
-    import sys
 
-    data_dir = args.data_dir or os.environ.get("BONEAGE_DATA_DIR")
-    if not data_dir:
-        raise InvalidInputError("no data folder: pass --data-dir DIR or set BONEAGE_DATA_DIR")
-    data_dir = Path(data_dir).expanduser()
-    if data_dir.exists() and not data_dir.is_dir():
-        raise InvalidInputError(f"data folder {data_dir} is a file, not a folder")
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidInputError(f"cannot use {data_dir} as the data folder ({err.strerror or err})") from None
+    from ..api import Assessor
+    from .store import DATABASE_URL_ENV, AssessmentStore
+
+    data_dir = _data_folder(data_dir or os.environ.get("BONEAGE_DATA_DIR"))
     try:
         import pynetdicom  # noqa: F401
     except ImportError:
@@ -784,17 +740,26 @@ def run_command(args) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO lines name SOP instance UIDs
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from ..api import Assessor
-    from .store import DATABASE_URL_ENV, AssessmentStore
-
-    assessor = Assessor(args.model, threads=args.threads)
-    with AssessmentStore(data_dir, args.database_url or os.environ.get(DATABASE_URL_ENV) or None) as store:
-        node = DicomNode(assessor, store, ae_title=args.ae_title, port=args.port, host=args.host,
-                         destination=args.destination)
+    assessor = Assessor(model, threads=threads)
+    with AssessmentStore(data_dir, database_url or os.environ.get(DATABASE_URL_ENV) or None) as store:
+        node = DicomNode(assessor, store, ae_title=ae_title, port=port, host=host, destination=destination)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: node._stopped.set())
-        print(f"boneage dicom-node: {node.ae_title} listening on {args.host}:{args.port}, data in {store.data_dir}"
-              + (f", results to {node.destination}" if node.destination else ", results in outbox/ only")
-              + " (Ctrl-C stops)", file=sys.stderr)
+        if announce is not None:
+            announce(f"{node.ae_title} listening on {host}:{port}, data in {store.data_dir}"
+                     + (f", results to {node.destination}" if node.destination else ", results in outbox/ only")
+                     + " (Ctrl-C stops)")
         node.start(blocking=True)
-    return 0
+
+
+def _data_folder(value) -> Path:
+    if not value:
+        raise InvalidInputError("no data folder: pass --data-dir DIR or set BONEAGE_DATA_DIR")
+    data_dir = Path(value).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InvalidInputError(f"data folder {data_dir} is a file, not a folder")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInputError(f"cannot use {data_dir} as the data folder ({err.strerror or err})") from None
+    return data_dir

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from ..preprocess import AugmentConfig, PreprocessConfig
 
-__all__ = ["TrainConfig"]
+__all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TTA_CHOICES", "TrainConfig"]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+TTA_CHOICES = ("auto", "hflip", "none")  # auto: hflip if trained with flips
 
 
 @dataclasses.dataclass

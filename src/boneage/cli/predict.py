@@ -1,0 +1,91 @@
+"""``boneage predict FILE... [--sex M|F] [--model PATH] [--json] [--explain OUT_DIR]``: the bone age of files
+and folders through :meth:`boneage.api.Assessor.assess_files`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import _args
+from ._common import EXIT_USAGE, empty_folder_error, expand_inputs, unique_name
+
+NAME = "predict"
+HELP = "bone age of one or more radiographs (files or folders)"
+
+
+def arguments(p) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
+    p.add_argument("--sex", type=_args.sex, help="M or F (default: read from DICOM PatientSex)")
+    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    p.add_argument("--batch-size", type=_args.positive_int, default=32)
+    p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--no-hand-check", dest="hand_check", action="store_false",
+                   help="assess images even where the segmenter finds no hand (research use)")
+    p.add_argument("--explain", type=_args.output_dir, default=None, metavar="OUT_DIR",
+                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; residual attention: "
+                        "each module's mask; ResNets: Grad-CAM)")
+
+
+def run(args) -> int:
+    from ..api import Assessor
+    from ..errors import InvalidInputError
+
+    assessor = Assessor(args.model, threads=args.threads, check_hand=args.hand_check)
+    if args.explain and not assessor.predictor.model.capabilities.evidence:
+        raise InvalidInputError(f"model {assessor.model_info['name']} offers no visual evidence for --explain")
+    results = list(assessor.assess_files(expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size,
+                                         explain=bool(args.explain)))
+    for r in results:
+        if r.status != "ok":
+            r.rejection = empty_folder_error(r.source) or r.rejection
+    evidence = _write_evidence(results, Path(args.explain)) if args.explain else {}
+    if args.json:
+        print(json.dumps([prediction_dict(r, evidence.get(i)) for i, r in enumerate(results)], indent=2))
+    else:
+        for i, r in enumerate(results):
+            if r.status == "ok":
+                print("\t".join([*prediction_line(r), *([evidence[i]] if i in evidence else [])]))
+    failed = [r for r in results if r.status != "ok"]
+    for r in failed:
+        print(f"boneage predict: error: {r.rejection}", file=sys.stderr)
+    return EXIT_USAGE if failed else 0
+
+
+def prediction_line(assessment) -> list[str]:
+    """The fields ``predict`` prints for an assessed image: file, sex, months, years and months."""
+    from ..utils import format_months
+
+    a = assessment
+    return [a.source, a.sex, f"{a.bone_age_months:.1f} months", format_months(a.bone_age_months)]
+
+
+def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
+    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, the
+    model's SD when it has one, the evidence file; or the error."""
+    from ..utils import format_months
+
+    a = assessment
+    if a.status != "ok":
+        return {"file": a.source, "sex": None, "bone_age_months": None, "error": a.rejection}
+    data = {"file": a.source, "sex": a.sex, "bone_age_months": round(float(a.bone_age_months), 2),
+            "bone_age": format_months(a.bone_age_months), "sex_source": a.sex_source}
+    if a.uncertainty is not None:
+        data["bone_age_sd_months"] = round(float(a.uncertainty["sd_months"]), 2)
+    if evidence_file is not None:
+        data["evidence"] = evidence_file
+    return data
+
+
+def _write_evidence(results, out_dir: Path) -> dict[int, str]:
+    """One PNG per assessed image under ``out_dir``: the model's evidence on the radiograph -> {index: file}."""
+    from ..explain import Evidence, save_evidence
+
+    written: dict[int, str] = {}
+    used: set[str] = set()
+    for i, r in enumerate(results):
+        if r.status == "ok" and r.evidence is not None:
+            name = unique_name(Path(r.source).stem, f"_{r.evidence_kind}.png", used)
+            written[i] = str(save_evidence(Evidence(r.evidence_kind, r.evidence_label, r.evidence), out_dir / name))
+    return written
