@@ -100,14 +100,15 @@ def test_upload_see_result_accept_and_correct(browser, radiograph, tiny_model_di
 def test_rejected_upload_and_history_paging(browser, tiny_model_dir, tmp_path):
     import numpy as np
 
+    from boneage.api import validate_inputs
     from tests.service_helpers import png_bytes
 
     blank = tmp_path / "blank.png"
     blank.write_bytes(png_bytes(np.full((300, 300), 90, np.uint8)))
     with ThreadServer(tmp_path / "data", model=tiny_model_dir) as server:
         for k in range(11):  # more than one page of history (10 per page)
-            server.app.state.service.assess_upload(phantom_png(100, "M", seed=k), f"p{k}.png", "png", "M",
-                                                   None, None, "api")
+            server.app.state.service.assess_upload(phantom_png(100, "M", seed=k), f"p{k}.png",
+                                                   validate_inputs("M"), "api")
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url + "/")
         page.wait_for_selector("#page-info:has-text('1–10 of 11')")

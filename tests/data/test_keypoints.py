@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tests.conftest import SHARED_DATA, require_shared
 
 from boneage.data import (
     KEYPOINT_NAMES,
@@ -15,7 +16,6 @@ from boneage.data import (
     to_input_coordinates,
 )
 from boneage.errors import DatasetError
-from tests.conftest import SHARED_DATA, require_shared
 
 
 def _coco(path, hands):
@@ -84,4 +84,5 @@ def test_real_annotations_load():
     assert len(keypoints) == 568
     assert all(0 <= k.points.min() and k.points.max() <= 1 for k in keypoints.values())
     boxes = load_ossification_boxes(SHARED_DATA / "annotations" / "ossification-boxes" / "annotations")
-    assert len(boxes) == 329 and {"DIP", "PIP", "MCP", "Radius", "Ulna", "Wrist"} == {l for b in boxes.values() for l in b.labels}
+    labels = {label for b in boxes.values() for label in b.labels}
+    assert len(boxes) == 329 and labels == {"DIP", "PIP", "MCP", "Radius", "Ulna", "Wrist"}

@@ -23,7 +23,8 @@ def test_metrics_closed_form():
     assert "| male | 3 | 6.00 |" in format_metrics_table(m)
 
 
-@pytest.mark.parametrize("months,group", [(0, "0-3"), (47.9, "0-3"), (48, "4-7"), (143.9, "8-11"), (192, "16-19"), (240, "16-19")])
+@pytest.mark.parametrize("months,group", [(0, "0-3"), (47.9, "0-3"), (48, "4-7"), (143.9, "8-11"), (192, "16-19"),
+                                          (240, "16-19")])
 def test_age_groups_follow_whole_years(months, group):
     assert age_group(months) == group
 

@@ -70,7 +70,8 @@ def test_dicom_voi_window_is_applied(tmp_path):
     assert pixels[0] == pixels[1] < pixels[2] == pixels[3]
 
 
-@pytest.mark.parametrize("value,months", [("009Y", 108), ("006M", 6), ("052W", pytest.approx(11.96, abs=0.01)), ("", None), ("abc", None)])
+@pytest.mark.parametrize("value,months", [("009Y", 108), ("006M", 6), ("052W", pytest.approx(11.96, abs=0.01)), ("", None),
+                                          ("abc", None)])
 def test_parse_dicom_age(value, months):
     assert parse_dicom_age(value) == months
 
@@ -135,7 +136,10 @@ def test_blank_and_tiny_images_are_refused(shape, value, match):
     from boneage.errors import UnusableImageError
     from boneage.preprocess import PreprocessConfig, preprocess_image
 
-    pixels = np.full(shape, value, dtype=np.uint8) if value is not None else np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    if value is not None:
+        pixels = np.full(shape, value, dtype=np.uint8)
+    else:
+        pixels = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
     with pytest.raises(UnusableImageError, match=match):
         preprocess_image(pixels, PreprocessConfig(), source="x.png")
 

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage
+from tests.conftest import SHARED_DATA
 
 from boneage.data import hand_phantom
 from boneage.errors import UnusableImageError
@@ -21,7 +22,6 @@ from boneage.preprocess.masks import (
     postprocess_mask,
     smooth_mask,
 )
-from tests.conftest import SHARED_DATA
 
 
 def disk_mask(shape, centre, radius):

@@ -81,7 +81,8 @@ fraction = float_arg(lambda v: 0 <= v < 1, "at least 0 and below 1")
 def segmenter_size(value: str) -> int:
     number = positive_int(value)
     if number < 16 or number % 8:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 8 of at least 16 (the U-Net halves it three times), got {number}")
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of 8 of at least 16 (the U-Net halves it three times), got {number}")
     return number
 
 

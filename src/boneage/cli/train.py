@@ -89,7 +89,8 @@ def _optimisation_arguments(o) -> None:
     o.add_argument("--warmup-epochs", type=float, default=1.0)
     o.add_argument("--ema-decay", type=float, default=0.998, help="0 disables the weight EMA")
     o.add_argument("--max-steps", type=_args.positive_int, default=None, help="stop after N optimiser steps")
-    o.add_argument("--val-every", type=_args.positive_int, default=1, metavar="N", help="validate every N epochs (always after the last)")
+    o.add_argument("--val-every", type=_args.positive_int, default=1, metavar="N",
+                   help="validate every N epochs (always after the last)")
     o.add_argument("--seed", type=int, default=0)
 
 

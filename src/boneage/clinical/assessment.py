@@ -327,43 +327,58 @@ def interpret(
     if not bone_age_in_range:
         statements.append(f"The bone age ({bone_age:.1f} months) is outside 0-{high / 12:g} years, the range the "
                           "model and the references cover; it is not interpreted further.")
-    if bone_age_sd_months is not None and math.isfinite(float(bone_age_sd_months)):
-        sd = float(bone_age_sd_months)
-        result.uncertainty = {
-            "sd_months": sd,
-            "low_months": bone_age - INTERVAL_Z * sd,
-            "high_months": bone_age + INTERVAL_Z * sd,
-            "level": 0.95,
-            "method": uncertainty_method or "spread of the model's estimates",
-        }
-    else:
-        statements.append("The model gives no uncertainty estimate of its own (a single model), so no interval is shown.")
+    _add_uncertainty(result, bone_age_sd_months, uncertainty_method)
     if age is None:
         statements.append("No chronological age was given or found in the file, so bone age minus chronological "
                           "age, the SDS, centile, reading and adult height are not computed.")
     else:
         result.bone_age_minus_chronological_months = bone_age - age
         if bone_age_in_range:
-            try:
-                sds = bone_age_sds(bone_age, age, sex)
-            except OutOfReferenceRange as err:
-                statements.append(f"No SDS or centile: {err}.")
-            else:
-                result.sds, result.centile, result.reading = sds.sds, sds.centile, sds.reading
-                result.reference_mean_months, result.reference_sd_months = sds.reference_mean_months, sds.reference_sd_months
-                result.reference = sds.reference
+            _add_reading(result)
     if height is not None:
-        if age is None:
-            statements.append("A height was given but no chronological age, so the Bayley-Pinneau table cannot be "
-                              "chosen and no adult height is predicted.")
-        elif bone_age_in_range:
-            try:
-                prediction = predicted_adult_height(height, bone_age, age, sex)
-            except OutOfReferenceRange as err:
-                statements.append(f"No adult height prediction: {err}.")
-            else:
-                result.adult_height = {"method": "Bayley-Pinneau", **prediction.to_dict()}
+        _add_adult_height(result, bone_age_in_range)
     return result
+
+
+def _add_uncertainty(result: Assessment, sd_months: float | None, method: str | None) -> None:
+    """The interval bone age +/- 1.96 SD of the model's own estimates, or a statement that there is none."""
+    if sd_months is None or not math.isfinite(float(sd_months)):
+        result.statements.append("The model gives no uncertainty estimate of its own (a single model), so no "
+                                 "interval is shown.")
+        return
+    sd, bone_age = float(sd_months), result.bone_age_months
+    result.uncertainty = {"sd_months": sd, "low_months": bone_age - INTERVAL_Z * sd,
+                          "high_months": bone_age + INTERVAL_Z * sd, "level": 0.95,
+                          "method": method or "spread of the model's estimates"}
+
+
+def _add_reading(result: Assessment) -> None:
+    """SDS, centile and reading against Greulich & Pyle, or a statement why not."""
+    try:
+        sds = bone_age_sds(result.bone_age_months, result.chronological_age_months, result.sex)
+    except OutOfReferenceRange as err:
+        result.statements.append(f"No SDS or centile: {err}.")
+        return
+    result.sds, result.centile, result.reading = sds.sds, sds.centile, sds.reading
+    result.reference_mean_months, result.reference_sd_months = sds.reference_mean_months, sds.reference_sd_months
+    result.reference = sds.reference
+
+
+def _add_adult_height(result: Assessment, bone_age_in_range: bool) -> None:
+    """The Bayley-Pinneau adult height, or a statement why not."""
+    if result.chronological_age_months is None:
+        result.statements.append("A height was given but no chronological age, so the Bayley-Pinneau table cannot be "
+                                 "chosen and no adult height is predicted.")
+        return
+    if not bone_age_in_range:
+        return
+    try:
+        prediction = predicted_adult_height(result.height_cm, result.bone_age_months, result.chronological_age_months,
+                                            result.sex)
+    except OutOfReferenceRange as err:
+        result.statements.append(f"No adult height prediction: {err}.")
+        return
+    result.adult_height = {"method": "Bayley-Pinneau", **prediction.to_dict()}
 
 
 def _age_value(months) -> float | None:

@@ -78,6 +78,14 @@ def _find_column(columns: list[str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _require_columns(csv_path, columns: list[str], found: dict, expected: str) -> None:
+    """A DatasetError naming the required columns (``{name: column found or None}``) that are missing."""
+    missing = [name for name, column in found.items() if column is None]
+    if missing:
+        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected {expected} "
+                           f"(found: {', '.join(columns) or 'no header'})")
+
+
 def _float(value, field: str, where: str) -> float:
     try:
         result = float(str(value).strip())
@@ -102,12 +110,8 @@ def load_rsna(images_dir: str | Path, labels_csv: str | Path, *, require_images:
     age_col = _find_column(columns, ("boneage", "bone_age", "bone_age_months", "ground truth bone age (months)"))
     male_col = _find_column(columns, ("male",))
     sex_col = None if male_col else _find_column(columns, ("sex", "gender"))
-    missing = [name for name, col in (("id", id_col), ("boneage", age_col), ("male", male_col or sex_col)) if col is None]
-    if missing:
-        raise DatasetError(
-            f"{labels_csv}: missing column(s) {', '.join(missing)}; expected RSNA layout id,boneage,male "
-            f"(found: {', '.join(columns) or 'no header'})"
-        )
+    _require_columns(labels_csv, columns, {"id": id_col, "boneage": age_col, "male": male_col or sex_col},
+                     "RSNA layout id,boneage,male")
     samples = []
     for line, row in enumerate(rows, start=2):
         where = f"{labels_csv}:{line}"
@@ -160,12 +164,8 @@ def load_manifest(manifest_csv: str | Path) -> list[Sample]:
     male_col = None if sex_col else _find_column(columns, ("male",))
     chrono_col = _find_column(columns, ("chronological_age_months", "age_months"))
     id_col = _find_column(columns, ("id",))
-    missing = [n for n, c in (("path", path_col), ("bone_age_months", age_col), ("sex", sex_col or male_col)) if c is None]
-    if missing:
-        raise DatasetError(
-            f"{manifest_csv}: missing column(s) {', '.join(missing)}; expected path,bone_age_months,sex"
-            f"[,chronological_age_months] (found: {', '.join(columns) or 'no header'})"
-        )
+    _require_columns(manifest_csv, columns, {"path": path_col, "bone_age_months": age_col, "sex": sex_col or male_col},
+                     "path,bone_age_months,sex[,chronological_age_months]")
     samples = []
     for line, row in enumerate(rows, start=2):
         where = f"{manifest_csv}:{line}"

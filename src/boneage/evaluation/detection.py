@@ -39,7 +39,7 @@ def average_precision(predictions: list[tuple[np.ndarray, np.ndarray]], ground_t
     if total_gt == 0:
         raise ValueError("no ground-truth boxes")
     records = []  # (score, image index, detection index)
-    for i, (boxes, scores) in enumerate(predictions):
+    for i, (_, scores) in enumerate(predictions):
         records += [(float(s), i, k) for k, s in enumerate(np.asarray(scores).reshape(-1))]
     records.sort(key=lambda r: -r[0])
     ious = [_iou(np.asarray(p[0]).reshape(-1, 4), np.asarray(g).reshape(-1, 4)) for p, g in zip(predictions, ground_truth)]

@@ -24,7 +24,8 @@ class EvaluationResult:
     skipped: list[dict]  # {"id", "path", "error"} for images that could not be read
 
 
-def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False) -> EvaluationResult:
+def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64,
+                     progress: bool = False) -> EvaluationResult:
     """Predict every sample, ``batch_size`` images at a time; unreadable images are skipped and listed,
     never silently dropped."""
     used, skipped, predicted = [], [], []

@@ -235,7 +235,6 @@ def _text(ds, keyword: str) -> str | None:
 
 def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(stream, force=True)
@@ -243,14 +242,20 @@ def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
         raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
     if "PixelData" not in ds:
         raise NoPixelDataError(f"{path}: DICOM file has no pixel data (is it an image?)")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    raw = _first_frame(ds, path)
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    pixels, inverted = _presentation_values(raw, ds, photometric)
+    return RadiographImage(pixels=np.asarray(pixels), meta=_dicom_meta(ds, path, raw, photometric, inverted), dataset=ds)
+
+
+def _first_frame(ds, path: str) -> np.ndarray:
+    """The stored pixels of the first frame (only that one is decoded); pydicom converts YBR colour to RGB."""
     try:
-        if frames > 1:  # decode only the first frame, not all of them
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             from pydicom.pixels import pixel_array
 
-            raw = pixel_array(ds, index=0)
-        else:
-            raw = ds.pixel_array  # pydicom converts YBR colour to RGB itself
+            return pixel_array(ds, index=0)
+        return ds.pixel_array
     except Exception as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -258,45 +263,53 @@ def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
             f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}; "
             "install pylibjpeg/pylibjpeg-libjpeg for compressed files or send it uncompressed"
         ) from None
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    pixels = raw
-    inverted = False
-    if photometric.startswith("MONOCHROME"):
-        pixels = apply_modality_lut(raw, ds)
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            try:
-                pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
-            except Exception:  # an unusable window (e.g. width 0): keep the modality values
-                pass
-        pixels = np.asarray(pixels, dtype=np.float32)
-        if photometric == "MONOCHROME1":
-            pixels = pixels.max() + pixels.min() - pixels
-            inverted = True
-    elif photometric == "PALETTE COLOR":
+
+
+def _presentation_values(raw: np.ndarray, ds, photometric: str) -> tuple[np.ndarray, bool]:
+    """``(pixels, inverted)``: grayscale through the Modality LUT and the VOI LUT (window), MONOCHROME1
+    inverted so that bone is bright; palette colour through its LUT; other colour as stored."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        pixels = apply_color_lut(raw, ds)
-    spacing = None
+        return apply_color_lut(raw, ds), False
+    if not photometric.startswith("MONOCHROME"):
+        return raw, False
+    pixels = apply_modality_lut(raw, ds)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        try:
+            pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
+        except Exception:  # an unusable window (e.g. width 0): keep the modality values
+            pass
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if photometric == "MONOCHROME1":
+        return pixels.max() + pixels.min() - pixels, True
+    return pixels, False
+
+
+def _pixel_spacing(ds) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value is not None and len(value) == 2:
             try:
-                spacing = (float(value[0]), float(value[1]))
-                break
+                return float(value[0]), float(value[1])
             except (TypeError, ValueError):
                 pass
+    return None
+
+
+def _dicom_meta(ds, path: str, raw: np.ndarray, photometric: str, inverted: bool) -> ImageMeta:
     sex = str(ds.get("PatientSex", "") or "").strip().upper() or None
-    if sex not in ("M", "F"):
-        sex = None
-    meta = ImageMeta(
+    return ImageMeta(
         path=str(path),
         format="dicom",
         dtype=str(raw.dtype),
         bits_stored=int(ds.get("BitsStored", 0) or 0) or None,
         photometric=photometric,
         inverted=inverted,
-        pixel_spacing_mm=spacing,
-        sex=sex,
+        pixel_spacing_mm=_pixel_spacing(ds),
+        sex=sex if sex in ("M", "F") else None,
         age_months=parse_dicom_age(ds.get("PatientAge")),
         birth_date=str(ds.get("PatientBirthDate", "") or "") or None,
         study_date=str(ds.get("StudyDate", "") or "") or None,
@@ -311,7 +324,6 @@ def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
         study_description=_text(ds, "StudyDescription"),
         institution=_text(ds, "InstitutionName"),
     )
-    return RadiographImage(pixels=np.asarray(pixels), meta=meta, dataset=ds)
 
 
 register_reader("dicom", _is_dicom, _read_dicom)

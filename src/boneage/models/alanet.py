@@ -195,7 +195,8 @@ class ALANet(BoneAgeModel):
         top_down = F.interpolate(self.lateral4(c4), size=c3.shape[-2:], mode="nearest")
         return self.smooth(self.lateral3(c3) + top_down)
 
-    def _fixed_count(self, proposals: list[torch.Tensor], scores: list[torch.Tensor], image_hw) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fixed_count(self, proposals: list[torch.Tensor], scores: list[torch.Tensor],
+                     image_hw) -> tuple[torch.Tensor, torch.Tensor]:
         """Exactly ``num_rois`` boxes per image: the rare image with fewer proposals repeats its last
         one (or gets the whole image, score 0)."""
         boxes, kept = [], []

@@ -7,11 +7,13 @@ masks for a seeded sample of the other images; holds out the annotated ids of th
 validation split (57 of the 568; the other images of that split are not used at all); trains the
 U-Net from scratch with flips, small rotations and intensity jitter under bf16 autocast; reports per
 epoch the validation Dice against the refined masks and the keypoint coverage; and exports the
-segmenter with its training summary and metrics.
+segmenter with its training summary and metrics. Its steps: select the ids, read the images, build the
+training masks, fit with per-epoch validation, build the artefact's config, export.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -37,9 +39,9 @@ from ..preprocess import (
     to_grayscale,
 )
 from ..preprocess.masks import NoHandFoundError
-from ..utils import autocast
+from ..utils import atomic_write, autocast
 from .segmenter import HandSegmenter, SegmenterSettings, export_segmenter
-from .training_masks import dice_score, iou_score, keypoints_inside, training_masks
+from .training_masks import TrainingMasks, dice_score, iou_score, keypoints_inside, training_masks
 
 __all__ = [
     "DEFAULT_AUGMENT",
@@ -98,10 +100,14 @@ def fit(
     total = epochs * steps_per_epoch
     warmup = max(1, round(WARMUP_FRACTION * total))
     optimizer = torch.optim.AdamW(segmenter.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))),
-    )
+
+    def factor(step: int) -> float:
+        """Linear warmup, then cosine decay to zero."""
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     history = []
     for epoch in range(1, epochs + 1):
         segmenter.train()
@@ -203,13 +209,164 @@ def select_ids(ids: list[str], annotated: set[str], split: dict | None, *, extra
         how = f"seeded {val_fraction:.0%} of the annotated ids (seed {seed})"
     train = [i for i in with_keypoints if i not in set(val)]
     candidates = sorted(i for i in ids if i not in annotated and i not in held_out)
-    extra = sorted(rng.choice(candidates, size=min(extra_images, len(candidates)), replace=False).tolist()) if extra_images and candidates else []
+    extra = []
+    if extra_images and candidates:
+        extra = sorted(rng.choice(candidates, size=min(extra_images, len(candidates)), replace=False).tolist())
     return train, val, extra, how
 
 
 def _points_px(hand, shape) -> np.ndarray:
     height, width = shape
     return hand.points * np.array([width, height], dtype=np.float32)
+
+
+@dataclasses.dataclass
+class _Decoded:
+    """Decoded images of one role: ``(id, grayscale)`` pairs and per image its keypoints in pixels (or None)."""
+
+    grays: list
+    points: list
+
+    @property
+    def ids(self) -> list[str]:
+        """The ids of the images that were read."""
+        return [image_id for image_id, _ in self.grays]
+
+    def normalised(self) -> list[np.ndarray]:
+        """The images percentile-normalised, as the classical masks want them."""
+        return [normalize_intensity(g, "percentile", (0.5, 99.5)) for _, g in self.grays]
+
+
+@dataclasses.dataclass
+class _SegmenterData:
+    """The decoded training, extra and validation images, then their training masks and the masks' report."""
+
+    train: _Decoded
+    extra: _Decoded
+    val: _Decoded
+    train_masks: TrainingMasks | None = None
+    val_masks: TrainingMasks | None = None
+    extra_masks: TrainingMasks | None = None
+    kept_extra: list[int] = dataclasses.field(default_factory=list)  # indices of the extra images kept
+    masks_report: dict = dataclasses.field(default_factory=dict)
+
+
+def _select_images(images_dir: Path, hands: dict, split_file, *, extra_images: int, val_fraction: float,
+                   seed: int) -> tuple[dict[str, Path], tuple[list[str], list[str], list[str]], str | None]:
+    """The image files, the ``(train_annotated, val, extra)`` ids and where the validation ids came from."""
+    files = _image_files(images_dir)
+    split, split_source = _load_split(split_file)
+    train_annotated, val_ids, extra_ids, selection = select_ids(list(files), set(hands), split, extra_images=extra_images,
+                                                                val_fraction=val_fraction, seed=seed)
+    return files, (train_annotated, val_ids, extra_ids), split_source if selection == "split" else selection
+
+
+def _read_images(ids: list[str], files: dict[str, Path], hands: dict | None, log: Callable[[str], None]) -> _Decoded:
+    """Read ``ids`` (with their keypoints when ``hands`` is given); unreadable or unusable ones are skipped with a warning."""
+    grays, points, skipped = [], [], []
+    for image_id in ids:
+        try:
+            gray = _read_gray(files[image_id])
+        except BoneAgeError as err:
+            skipped.append(str(err))
+            continue
+        grays.append((image_id, gray))
+        points.append(_points_px(hands[image_id], gray.shape) if hands is not None else None)
+    for message in skipped:
+        log(f"warning: skipped {message}")
+    return _Decoded(grays, points)
+
+
+def _build_masks(data: _SegmenterData, log: Callable[[str], None]) -> None:
+    """Training masks (refined with the keypoints where there are some), the extra images' kept by area, and their report."""
+    data.train_masks = training_masks(data.train.normalised(), data.train.points)
+    data.val_masks = training_masks(data.val.normalised(), data.val.points)
+    data.extra_masks = training_masks(data.extra.normalised())
+    low, high = EXTRA_AREA_RANGE
+    data.kept_extra = [i for i, m in enumerate(data.extra_masks.masks) if low <= m.mean() <= high]
+    data.masks_report = {"train_annotated": data.train_masks.report(), "validation": data.val_masks.report(),
+                         "extra": {**data.extra_masks.report(), "kept": len(data.kept_extra)}}
+    for name in ("train_annotated", "validation"):
+        r = data.masks_report[name]
+        log(f"{name} masks: keypoint coverage {r['before']['keypoint_coverage']} -> {r['after']['keypoint_coverage']}, "
+            f"all 21 inside {r['before']['all_keypoints_inside']} -> {r['after']['all_keypoints_inside']} "
+            f"({r['n_refined']} of {r['n_images']} refined)")
+    log(f"extra masks: {len(data.kept_extra)} of {len(data.extra.grays)} kept (area {low:.0%}-{high:.0%})")
+
+
+def _training_arrays(segmenter: HandSegmenter, data: _SegmenterData, size: int) -> tuple[list, list]:
+    """The training inputs at the segmenter's input size and their masks resized to it (annotated, then kept extra)."""
+    extra = [data.extra.grays[i] for i in data.kept_extra]
+    inputs = [segmenter.prepare(g, image_id) for image_id, g in data.train.grays]
+    inputs += [segmenter.prepare(g, image_id) for image_id, g in extra]
+    targets = [m for m in data.train_masks.masks] + [data.extra_masks.masks[i] for i in data.kept_extra]
+    targets = [resize_image(m.astype(np.float32), (size, size)) >= 0.5 for m in targets]
+    return inputs, targets
+
+
+def _fit_with_validation(segmenter: HandSegmenter, inputs: list, targets: list, data: _SegmenterData, recipe: dict,
+                         device: str, log: Callable[[str], None]) -> list[dict]:
+    """Fit on ``device`` as ``recipe`` says, validating and logging after every epoch; returns the history."""
+    segmenter.to(device)
+    val_pixels = [g for _, g in data.val.grays]
+    references = {"refined": data.val_masks.masks, "classical": data.val_masks.classical}
+    history: list[dict] = []
+    epoch_start = [time.perf_counter()]
+    epochs = recipe["epochs"]
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        """Validate the epoch's weights, record and log them, restart the epoch clock."""
+        metrics = evaluate_segmenter(segmenter, val_pixels, references, data.val.points)
+        seconds = time.perf_counter() - epoch_start[0]
+        history.append({"epoch": epoch, "train_loss": round(loss, 5), "seconds": round(seconds, 1), **metrics})
+        log(f"epoch {epoch}/{epochs}: loss {loss:.4f}, val Dice {metrics['dice_refined']:.3f} (refined) "
+            f"{metrics['dice_classical']:.3f} (classical), keypoints inside {metrics.get('keypoint_coverage')}, "
+            f"all 21 inside {metrics.get('all_keypoints_inside')}, no hand {metrics['no_hand_found']}, {seconds:.0f}s")
+        epoch_start[0] = time.perf_counter()
+
+    fit(segmenter, np.stack(inputs), np.stack(targets), epochs=epochs, batch_size=recipe["batch_size"], lr=recipe["lr"],
+        weight_decay=recipe["weight_decay"], precision=recipe["precision"], seed=recipe["seed"], on_epoch=on_epoch)
+    segmenter.cpu().eval()
+    return history
+
+
+def _artefact_config(data: _SegmenterData, recipe: dict, final: dict, *, images_dir: Path, keypoints, split_source,
+                     wall: float, device: str, command: str | None) -> dict:
+    """The exported segmenter's config: what it was trained on and how, and its last epoch's validation metrics."""
+    return {
+        "name": "hand-unet",
+        "version": f"{__version__}+{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M')}",
+        "training": {
+            "images": str(images_dir),
+            "keypoints": None if isinstance(keypoints, dict) else str(keypoints),
+            "n_train_annotated": len(data.train.grays),
+            "n_train_extra": len(data.kept_extra),
+            "n_validation": len(data.val.grays),
+            "validation_split": split_source,
+            "masks": data.masks_report,
+            "recipe": recipe,
+            "wall_clock_s": round(wall, 1),
+            "hardware": (torch.cuda.get_device_name(0) if device == "cuda"
+                         else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"),
+            "boneage_version": __version__,
+            "command": command,
+        },
+        "metrics": {
+            "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss", "seconds")},
+            "measured_on": f"{len(data.val.grays)} held-out annotated images at their own size (float32 weights); "
+                           "'refined' = classical masks refined with the 21 keypoints",
+        },
+    }
+
+
+def _export(out_dir: Path, segmenter: HandSegmenter, config: dict, data: _SegmenterData, split_source,
+            history: list[dict]) -> Path:
+    """Write the segmenter artefact (with the ids it was trained and validated on) and ``history.json``."""
+    split_record = {"train_annotated": data.train.ids, "train_extra": [data.extra.grays[i][0] for i in data.kept_extra],
+                    "val": data.val.ids, "source": split_source}
+    model_dir = export_segmenter(out_dir / "model", segmenter, config, split=split_record)
+    atomic_write(out_dir / "history.json", json.dumps(history, indent=1))
+    return model_dir
 
 
 def train_segmenter(
@@ -250,108 +407,28 @@ def train_segmenter(
     started = time.perf_counter()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     hands = keypoints if isinstance(keypoints, dict) else load_hand_keypoints(keypoints)
-    files = _image_files(images_dir)
-    split, split_source = _load_split(split_file)
-    train_annotated, val_ids, extra_ids, selection = select_ids(list(files), set(hands), split, extra_images=extra_images,
-                                                                val_fraction=val_fraction, seed=seed)
-    split_source = split_source if selection == "split" else selection
+    files, (train_annotated, val_ids, extra_ids), split_source = _select_images(
+        images_dir, hands, split_file, extra_images=extra_images, val_fraction=val_fraction, seed=seed)
 
     torch.manual_seed(seed)  # the U-Net's initial weights
     segmenter = HandSegmenter(SegmenterSettings(input_size=(size, size)))
     log(f"training masks: {len(train_annotated)} annotated + {len(extra_ids)} other images for training, "
         f"{len(val_ids)} annotated held out ({split_source or 'no split file'})")
-
-    def load(ids: list[str], with_points: bool):
-        grays, points, skipped = [], [], []
-        for image_id in ids:
-            try:
-                gray = _read_gray(files[image_id])
-            except BoneAgeError as err:
-                skipped.append(str(err))
-                continue
-            grays.append((image_id, gray))
-            points.append(_points_px(hands[image_id], gray.shape) if with_points else None)
-        for message in skipped:
-            log(f"warning: skipped {message}")
-        return grays, points
-
-    train_grays, train_points = load(train_annotated, True)
-    extra_grays, _ = load(extra_ids, False)
-    val_grays, val_points = load(val_ids, True)
-
-    def normalised(grays):
-        return [normalize_intensity(g, "percentile", (0.5, 99.5)) for _, g in grays]
-
-    train_masks = training_masks(normalised(train_grays), train_points)
-    val_masks = training_masks(normalised(val_grays), val_points)
-    extra_masks = training_masks(normalised(extra_grays))
-    kept_extra = [i for i, m in enumerate(extra_masks.masks) if EXTRA_AREA_RANGE[0] <= m.mean() <= EXTRA_AREA_RANGE[1]]
-    masks_report = {"train_annotated": train_masks.report(), "validation": val_masks.report(),
-                    "extra": {**extra_masks.report(), "kept": len(kept_extra)}}
-    for name in ("train_annotated", "validation"):
-        r = masks_report[name]
-        log(f"{name} masks: keypoint coverage {r['before']['keypoint_coverage']} -> {r['after']['keypoint_coverage']}, "
-            f"all 21 inside {r['before']['all_keypoints_inside']} -> {r['after']['all_keypoints_inside']} "
-            f"({r['n_refined']} of {r['n_images']} refined)")
-    log(f"extra masks: {len(kept_extra)} of {len(extra_grays)} kept (area {EXTRA_AREA_RANGE[0]:.0%}-{EXTRA_AREA_RANGE[1]:.0%})")
-
-    inputs = [segmenter.prepare(g, image_id) for image_id, g in train_grays]
-    inputs += [segmenter.prepare(extra_grays[i][1], extra_grays[i][0]) for i in kept_extra]
-    targets = [m for m in train_masks.masks] + [extra_masks.masks[i] for i in kept_extra]
-    targets = [resize_image(m.astype(np.float32), (size, size)) >= 0.5 for m in targets]
+    data = _SegmenterData(train=_read_images(train_annotated, files, hands, log), extra=_read_images(extra_ids, files, None, log),
+                          val=_read_images(val_ids, files, hands, log))
+    _build_masks(data, log)
+    inputs, targets = _training_arrays(segmenter, data, size)
     log(f"data ready in {time.perf_counter() - started:.0f}s: {len(inputs)} training images at {size}x{size}")
-
-    segmenter.to(device)
-    val_pixels = [g for _, g in val_grays]
-    references = {"refined": val_masks.masks, "classical": val_masks.classical}
-    history: list[dict] = []
-    epoch_start = [time.perf_counter()]
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        metrics = evaluate_segmenter(segmenter, val_pixels, references, val_points)
-        seconds = time.perf_counter() - epoch_start[0]
-        history.append({"epoch": epoch, "train_loss": round(loss, 5), "seconds": round(seconds, 1), **metrics})
-        log(f"epoch {epoch}/{epochs}: loss {loss:.4f}, val Dice {metrics['dice_refined']:.3f} (refined) "
-            f"{metrics['dice_classical']:.3f} (classical), keypoints inside {metrics.get('keypoint_coverage')}, "
-            f"all 21 inside {metrics.get('all_keypoints_inside')}, no hand {metrics['no_hand_found']}, {seconds:.0f}s")
-        epoch_start[0] = time.perf_counter()
 
     recipe = {"size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "optimizer": "adamw", "schedule": f"linear warmup {WARMUP_FRACTION:.0%} + cosine", "loss": "BCE + soft Dice",
               "augment": DEFAULT_AUGMENT.to_dict(), "precision": precision, "seed": seed, "extra_images": extra_images}
-    fit(segmenter, np.stack(inputs), np.stack(targets), epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, precision=precision, seed=seed, on_epoch=on_epoch)
-    segmenter.cpu().eval()
+    history = _fit_with_validation(segmenter, inputs, targets, data, recipe, device, log)
     wall = time.perf_counter() - started
-    final = history[-1]
-    config = {
-        "name": "hand-unet",
-        "version": f"{__version__}+{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M')}",
-        "training": {
-            "images": str(images_dir),
-            "keypoints": None if isinstance(keypoints, dict) else str(keypoints),
-            "n_train_annotated": len(train_grays),
-            "n_train_extra": len(kept_extra),
-            "n_validation": len(val_grays),
-            "validation_split": split_source,
-            "masks": masks_report,
-            "recipe": recipe,
-            "wall_clock_s": round(wall, 1),
-            "hardware": (torch.cuda.get_device_name(0) if device == "cuda"
-                         else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"),
-            "boneage_version": __version__,
-            "command": command,
-        },
-        "metrics": {
-            "validation": {k: v for k, v in final.items() if k not in ("epoch", "train_loss", "seconds")},
-            "measured_on": f"{len(val_grays)} held-out annotated images at their own size (float32 weights); "
-                           "'refined' = classical masks refined with the 21 keypoints",
-        },
-    }
-    split_record = {"train_annotated": [i for i, _ in train_grays], "train_extra": [extra_grays[i][0] for i in kept_extra],
-                    "val": [i for i, _ in val_grays], "source": split_source}
-    model_dir = export_segmenter(out_dir / "model", segmenter, config, split=split_record)
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    config = _artefact_config(data, recipe, history[-1], images_dir=images_dir, keypoints=keypoints,
+                              split_source=split_source, wall=wall, device=device, command=command)
+    model_dir = _export(out_dir, segmenter, config, data, split_source, history)
     log(f"exported {model_dir} after {wall / 60:.1f} min")
+    masks = {k: {"before": v["before"], "after": v["after"]} for k, v in data.masks_report.items() if v["n_with_keypoints"]}
     return {"model_dir": str(model_dir), "wall_clock_s": round(wall, 1), "validation": config["metrics"]["validation"],
-            "masks": {k: {"before": v["before"], "after": v["after"]} for k, v in masks_report.items() if v["n_with_keypoints"]}}
+            "masks": masks}

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from ..preprocess import AugmentConfig, PreprocessConfig
+from ..utils import atomic_write
 
 __all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TTA_CHOICES", "TrainConfig"]
 
@@ -70,6 +71,7 @@ class TrainConfig:
         return self.tta
 
     def model_spec(self) -> dict:
+        """The registry name and keyword arguments of the model this recipe trains."""
         kwargs = {"head": self.head, "width": self.width, "label_range": list(self.label_range), **self.model_kwargs}
         return {"name": self.model, "kwargs": kwargs}
 
@@ -93,4 +95,4 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write(path, json.dumps(self.to_dict(), indent=2))

@@ -1,0 +1,130 @@
+"""What the trainer's steps are built from: the training samples and their keypoints, the preprocessing
+pipeline, the optimiser's parameter groups, the learning rate schedule and the EMA update."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data import load_manifest, load_rsna, to_input_coordinates
+from ..errors import InvalidInputError
+from ..preprocess import transform_points
+from ..segmentation import model_preprocessing, model_segmenter
+from .config import TrainConfig
+
+__all__ = [
+    "batch_points",
+    "build_optimizer",
+    "ema_update",
+    "input_points",
+    "load_samples",
+    "lr_lambda",
+    "param_groups",
+    "training_pipeline",
+]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters in two groups: with weight decay, and without (biases, norms, 1-D)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov momentum 0.9) over ``model``'s parameter groups, as ``config`` says."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
+    raise InvalidInputError(f"optimizer must be adamw or sgd, got {config.optimizer!r}")
+
+
+def lr_lambda(config: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """The learning rate factor per step: linear warmup, then constant or cosine decay to 1%."""
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Exponential moving average of parameters *and* floating buffers (BatchNorm statistics), so the
+    averaged weights are evaluated with statistics that match them; integer buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        if e.is_floating_point():
+            e.lerp_(b, 1.0 - decay)
+        else:
+            e.copy_(b)
+
+
+def load_samples(config: TrainConfig):
+    """The labelled samples (sorted by id, cut to ``config.limit``) and a record of where they came from."""
+    if config.manifest:
+        samples = load_manifest(config.manifest)
+        source = {"manifest": str(config.manifest)}
+    elif config.images and config.labels:
+        samples = load_rsna(config.images, config.labels)
+        source = {"images": str(config.images), "labels": str(config.labels)}
+    else:
+        raise InvalidInputError("training data missing: give --images DIR --labels CSV, or --manifest CSV")
+    samples.sort(key=lambda s: s.id)
+    if config.limit:
+        samples = samples[: config.limit]
+    return samples, source
+
+
+def training_pipeline(preprocess, uses_keypoints: bool):
+    """The model's preprocessing for building the training set (no hand check); with hand clean-up it
+    records the segmenter's version in the config, so the exported model refuses any other segmenter."""
+    if uses_keypoints and preprocess.hand in ("crop", "crop_mask"):
+        raise InvalidInputError("hand cropping moves the anatomy away from the keypoints' coordinates; "
+                                "train region proposal models with --hand none or --hand mask")
+    if preprocess.uses_segmenter:
+        model_segmenter(preprocess, record_version=True)
+    return model_preprocessing(preprocess, check_hand=False)
+
+
+def input_points(samples, annotations: dict, preprocess) -> list[np.ndarray | None]:
+    """Per sample: its 17 (or 34, for two hands) ROI keypoints in model-input pixels, or None."""
+    points = []
+    for sample in samples:
+        annotation = annotations.get(sample.id)
+        if annotation is None:
+            points.append(None)
+            continue
+        file_hw = (0, 0)
+        if preprocess.resize != "stretch":
+            from PIL import Image
+
+            with Image.open(sample.path) as image:
+                file_hw = (image.height, image.width)
+        points.append(to_input_coordinates(annotation.roi_points(), file_hw, preprocess.image_size, preprocess.resize))
+    return points
+
+
+def batch_points(points: list, index: torch.Tensor, theta: torch.Tensor, size) -> list[torch.Tensor]:
+    """The batch's keypoints moved by its augmentation; ``(0, 2)`` for unannotated images."""
+    out = []
+    for row, i in enumerate(index.tolist()):
+        if points[i] is None:
+            out.append(torch.zeros(0, 2))
+        else:
+            out.append(transform_points(torch.from_numpy(points[i])[None], theta[row : row + 1].float(), tuple(size))[0])
+    return out
