@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import threading
 import time
 from pathlib import Path
 
+from ...utils import atomic_write
 from .results import build_secondary_capture, build_text_sr
 from .settings import Destination
 
@@ -109,13 +109,8 @@ class Outbox:
         return datasets
 
     def _write(self, ds) -> None:
-        path = self.folder / f"{ds.SOPInstanceUID}.dcm"
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            ds.save_as(tmp, enforce_file_format=True)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # no partial file is left in the outbox
+        """Write a data set into the outbox atomically: no partial file is ever left there."""
+        atomic_write(self.folder / f"{ds.SOPInstanceUID}.dcm", lambda stream: ds.save_as(stream, enforce_file_format=True))
 
     def _send(self, outgoing) -> None:
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
