@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                 page.wait_for_selector("#reader-decision:has-text('accepted')")
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=args.out, full_page=True)
-                print(f"{args.out}: bone age {page.inner_text('#bone-age')}; {page.inner_text('#overlay-caption')}")
+                shown = page.eval_on_selector("#overlay-image", "img => [img.naturalWidth, img.naturalHeight, "
+                                              "Math.round(img.getBoundingClientRect().width), "
+                                              "Math.round(img.getBoundingClientRect().height)]")
+                print(f"{args.out}: bone age {page.inner_text('#bone-age')}; {page.inner_text('#overlay-caption')}; "
+                      f"picture {shown[0]}x{shown[1]} px shown in a {shown[2]}x{shown[3]} px box")
                 browser.close()
         finally:
             server.should_exit = True

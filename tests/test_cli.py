@@ -51,6 +51,7 @@ def test_predict_text_and_json(capsys, images, tiny_model_dir):
     for item in data:
         assert item["sex"] == "M" and isinstance(item["bone_age_months"], float)
         assert 0 <= item["bone_age_months"] <= 228
+        assert item["bone_age_interval_months"] is None  # a single model without calibration gives no interval
 
 
 def test_batch_with_bad_files_still_predicts_the_good_ones(capsys, images, tiny_model_dir, tmp_path):
@@ -163,6 +164,8 @@ def test_ensemble_command_combines_and_evaluates(capsys, tmp_path):
     code, out, _ = run(capsys, "predict", image_dir / "1000.png", "--sex", "M", "--model", tmp_path / "ens", "--json")
     item = json.loads(out)[0]
     assert code == 0 and item["bone_age_sd_months"] >= 0
+    low, high = item["bone_age_interval_months"]  # uncalibrated: +/- 1.96 member SD, and labelled so
+    assert low <= item["bone_age_months"] <= high and item["bone_age_interval_calibrated"] is False
     code, _, err = run(capsys, "ensemble", dirs[0], "--out-dir", tmp_path / "e1")
     assert code == 2 and "at least two" in err
 
@@ -257,7 +260,7 @@ def test_bad_input_sizes_give_one_line_or_a_result(capsys, tmp_path, tiny_model_
     Image.fromarray(np.full((10, 10), 128, np.uint8)).save(tmp_path / "tiny.png")
     hand = hand_phantom(120, "F", 500, np.random.default_rng(0))
     Image.fromarray(hand).resize((8000, 8000)).save(tmp_path / "huge.png", compress_level=1)
-    for name, needle in (("black.png", "blank"), ("tiny.png", "too small"), ("noise.png", "no hand found")):
+    for name, needle in (("black.png", "blank"), ("tiny.png", "too small"), ("noise.png", "not a hand radiograph")):
         code, out, err = run(capsys, "predict", tmp_path / name, "--sex", "F", "--model", tiny_model_dir)
         assert code == 2 and out == ""
         assert_one_line_error(err, needle)

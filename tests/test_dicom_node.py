@@ -71,11 +71,11 @@ def make_radiograph_dicom(path, pixels, *, sop_class=DX, sex="F", patient_id="BA
     return path
 
 
-def storescu(port, *files):
+def storescu(port, *files, options=()):
     """Send with pynetdicom's storescu app -> list of (file name, status) in the order sent."""
     out = subprocess.run(
         [sys.executable, "-m", "pynetdicom", "storescu", "127.0.0.1", str(port), *map(str, files),
-         "-aec", "BONEAGE", "-v"],
+         "-aec", "BONEAGE", "-v", *options],
         capture_output=True, text=True, timeout=60, check=False,
     )
     log = out.stdout + out.stderr
@@ -378,3 +378,81 @@ def test_destination_and_cli_arguments_are_checked(monkeypatch, capsys):
         code = run_cli(["dicom-node", *argv])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------ compressed images, the picture sent back
+@pytest.mark.parametrize("syntax_name", ["JPEGLSLossless", "JPEG2000Lossless", "RLELossless"])
+def test_a_compressed_radiograph_is_assessed_like_the_uncompressed_one(env, hands, tmp_path, syntax_name):
+    """A PACS sends what it stores (JPEG-LS, JPEG 2000, RLE): decoded by the installed decoders, assessed, and
+    the bone age is that of the same pixels sent uncompressed."""
+    import pydicom
+    import pydicom.uid
+
+    from boneage.api import assess
+
+    syntax = getattr(pydicom.uid, syntax_name)
+    ds = pydicom.dcmread(hands["girl"])
+    ds.compress(syntax)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = tmp_path / f"girl-{syntax_name}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
+    before = len(env.receiver.received)
+    # --required-contexts: propose the file's own (compressed) transfer syntax, as a PACS sending what it stores
+    assert storescu(env.node.port, path, options=["--required-contexts"]) == [(path.name, 0x0000)]
+    received = env.receiver.wait_for(before + 2)[before:]
+    assert SECONDARY_CAPTURE in {str(item.SOPClassUID) for item in received}
+    record = env.store.get(env.store.list(limit=1)["items"][0]["id"])
+    assert record["status"] == "ok" and record["result"]["source"] == f"{ds.SOPInstanceUID}.dcm"
+    plain = assess(hands["girl"], model=env.predictor, explain=False)
+    assert record["bone_age_months"] == pytest.approx(plain.bone_age_months, abs=0.006)  # stored to 0.01
+
+
+def test_secondary_capture_shows_the_radiograph_at_its_own_resolution():
+    """result_picture keeps the radiograph's pixels: a picture at least 512 px wide is used as it is, a
+    narrower one is widened by repeating pixels (no resampling) and centred between black margins."""
+    from boneage.clinical import interpret
+    from boneage.service.dicom_node import result_picture
+
+    rng = np.random.default_rng(0)
+    a = interpret(130.0, "F", chronological_age_months=125.0)
+    a.model = {"name": "tiny-test", "version": "test"}
+    for shape, factor in (((1024, 700), 1), ((512, 394), 1), ((120, 100), 5)):
+        a.radiograph = rng.integers(0, 256, shape, dtype=np.uint8)
+        picture = result_picture(a)
+        expected = np.kron(a.radiograph, np.ones((factor, factor), np.uint8))
+        width = max(512, expected.shape[1])
+        left = (width - expected.shape[1]) // 2
+        assert picture.shape[1] == width and picture.dtype == np.uint8
+        shown = picture[: expected.shape[0], left : left + expected.shape[1]]
+        for channel in range(3):
+            np.testing.assert_array_equal(shown[..., channel], expected)
+        assert picture[: expected.shape[0], :left].max(initial=0) == 0  # black margins
+    overlay = rng.integers(0, 256, (512, 394, 3), dtype=np.uint8)
+    a.evidence, a.evidence_label = overlay, "Grad-CAM: test"
+    picture = result_picture(a)
+    np.testing.assert_array_equal(picture[:512, 59:453], overlay)
+
+
+@pytest.mark.parametrize("body_part", ["HAND", None])
+def test_a_chest_radiograph_tagged_as_a_hand_or_untagged_is_refused(env, tmp_path, body_part):
+    """The node no longer trusts BodyPartExamined: the chest CR of pydicom-data with the tag set to HAND, or
+    removed, is refused by the recogniser (0xC001), stored as a rejected assessment, and nothing is sent."""
+    pytest.importorskip("data_store", reason="the pydicom-data package is not installed (pip install -e '.[test]')")
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    chest = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm", download=False))
+    if body_part is None:
+        del chest.BodyPartExamined
+    else:
+        chest.BodyPartExamined = body_part
+    chest.PatientSex = "M"
+    path = tmp_path / "chest.dcm"
+    chest.save_as(path, enforce_file_format=True)
+    received = len(env.receiver.received)
+    reply = send_one(env.node.port, path)
+    assert reply.Status == STATUS["rejected"] and "not a hand radiograph" in str(reply.ErrorComment)
+    assert env.store.list(limit=1)["items"][0]["status"] == "rejected"
+    env.node.wait_idle(10)
+    assert len(env.receiver.received) == received

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import threading
 
@@ -432,3 +433,84 @@ def test_boneage_serve_restart_keeps_every_record(tiny_model_dir, tmp_path):
     server_log = log.read_text()
     assert "Application startup complete" in server_log
     assert "r0.png" not in server_log and "black.png" not in server_log
+
+
+# ---------------------------------------------------------------- pictures at the radiograph's resolution
+def _pdf_image_sizes(pdf: bytes) -> list[tuple[int, int]]:
+    return [(int(w), int(h)) for w, h in re.findall(rb"/Subtype\s*/Image\s*/Width\s+(\d+)\s*/Height\s+(\d+)", pdf)]
+
+
+def test_picture_and_report_show_the_radiograph_at_its_own_resolution(client):
+    """image.png is the evidence overlay on the whole radiograph as uploaded (not the model's square input),
+    and the PDF report embeds it at that size."""
+    from boneage.data import hand_phantom
+
+    hand = np.pad(hand_phantom(130, "F", size=256, rng=np.random.default_rng(5)), ((0, 0), (32, 32)))  # 320 x 256
+    response = post(client, png_bytes(hand), filename="wide.png", sex="F", chronological_age_months=120)
+    assert response.status_code == 201, response.text
+    record = response.json()
+    overlay = Image.open(io.BytesIO(client.get(record["links"]["image"]).content))
+    assert overlay.size == (320, 256) and overlay.mode == "RGB"
+    report = client.get(record["links"]["report"]).content
+    # page 1 the overlay, page 2 the radiograph without it, both at the radiograph's own size
+    assert _pdf_image_sizes(report) == [(320, 256), (320, 256)] and report.count(b"/Type /Page\n") + report.count(
+        b"/Type /Page ") >= 2
+
+
+def test_a_large_rejected_image_is_shown_as_it_is_downscaled_to_fit(client):
+    response = post(client, png_bytes(np.full((1300, 1100), 230, np.uint8)), filename="white.png", sex="F")
+    assert response.status_code == 422
+    record = client.get(f"/api/assessments/{response.json()['id']}").json()
+    picture = np.asarray(Image.open(io.BytesIO(client.get(record["links"]["image"]).content)))
+    assert picture.shape == (1024, 866) and np.all(picture == 230)  # its own grey, not black; long side 1024
+    report = client.get(record["links"]["report"]).content
+    assert _pdf_image_sizes(report) == [(866, 1024)]
+
+
+# ------------------------------------------------------------------------------ temporary files
+def test_the_service_writes_no_temporary_files_of_its_own_outside_its_data_directory():
+    """Renders, stored images and the outbox go through utils.atomic_write (a temporary file beside the
+    target, in the data directory); nothing in the service asks the system for a temporary file (the server
+    points the spooling of large uploads into <data>/uploads: see the test below)."""
+    from pathlib import Path
+
+    import boneage.service
+
+    offending = [f"{path.name}: {word}" for path in Path(boneage.service.__file__).parent.rglob("*.py")
+                 for word in ("mkstemp", "mkdtemp", "TemporaryDirectory", "TemporaryFile(", "gettempdir", "/tmp")
+                 if word in path.read_text()]
+    assert offending == []
+
+
+def test_stale_temporary_renders_are_removed_on_start(tiny_model_dir, tmp_path):
+    import os
+    import time
+
+    from boneage.service.app import create_app
+
+    renders = tmp_path / "data" / "renders"
+    renders.mkdir(parents=True)
+    stale, young, render = renders / ".a.png.1-2-deadbeef.tmp", renders / ".b.png.1-2-cafebabe.tmp", renders / "a.png"
+    for path in (stale, young, render):
+        path.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))  # left by a process killed two hours ago
+    app = create_app(tmp_path / "data", model=tiny_model_dir)
+    app.state.service.close()
+    assert not stale.exists() and young.exists() and render.exists()  # a young one may be another process's
+
+
+def test_large_uploads_spool_inside_the_data_folder_and_leftovers_are_removed(tmp_path, monkeypatch):
+    """An upload above Starlette's 1 MB spooling limit goes to a temporary file: in <data>/uploads, which
+    the server empties when it starts (a killed server's upload in flight does not stay for ever)."""
+    import tempfile
+
+    from boneage.service.config import spool_uploads_into
+
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # restored after the test
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "uploads" / "tmpabc123").write_bytes(b"half an upload")
+    folder = spool_uploads_into(tmp_path)
+    assert folder == tmp_path / "uploads" and list(folder.iterdir()) == []
+    with tempfile.SpooledTemporaryFile(max_size=10) as spooled:
+        spooled.write(b"x" * 100)  # rolls over to disk (an unnamed file on Linux: find it by its descriptor)
+        assert os.readlink(f"/proc/self/fd/{spooled.fileno()}").startswith(str(folder))

@@ -128,3 +128,46 @@ def test_rejected_upload_and_history_paging(browser, tiny_model_dir, tmp_path):
         assert page.is_disabled("#accept")
         assert server.store.count() == 12
         page.close()
+
+
+def test_the_radiograph_is_shown_large_with_a_full_size_link_and_a_rejection_beside_it(browser, tiny_model_dir, tmp_path):
+    """The picture fills its column up to 80% of the window's height (a reader checks the bones on it), says
+    its own size in pixels and opens full size; a rejected image is shown as it is with the reason under it."""
+    import numpy as np
+
+    from tests.service_helpers import png_bytes
+
+    hand = tmp_path / "hand.png"
+    hand.write_bytes(phantom_png(130, "F", size=320))
+    white = tmp_path / "white.png"
+    white.write_bytes(png_bytes(np.full((400, 300), 255, np.uint8)))
+    with ThreadServer(tmp_path / "data", model=tiny_model_dir) as server:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-info:has-text('tiny-test')")
+        page.set_input_files("#file", str(hand))
+        page.select_option("#sex", "F")
+        page.click("#submit")
+        page.wait_for_selector("#overlay-image[data-loaded='true']", timeout=60_000)
+        page.wait_for_selector("#overlay-size:has-text('px')")
+        assert page.inner_text("#overlay-size") == "(320 × 320 px)"
+        box = page.eval_on_selector("#overlay-image", "img => img.getBoundingClientRect().toJSON()")
+        assert box["width"] > 500 and box["height"] <= 0.8 * 1000 + 1, box  # larger than the image, within 80vh
+        assert page.get_attribute("#image-full", "href").startswith("blob:")
+        assert page.is_hidden("#overlay-reason")
+
+        page.set_input_files("#file", str(white))
+        page.click("#submit")
+        page.wait_for_selector("#overlay-reason:has-text('image is blank')", timeout=60_000)
+        page.wait_for_selector("#overlay-size:has-text('300 × 400 px')")  # written once the picture is loaded
+        assert page.inner_text("#overlay-reason").startswith("Rejected: white.png: image is blank")
+        server_picture = page.evaluate("""async () => {
+            const img = document.getElementById('overlay-image');
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0);
+            return Array.from(context.getImageData(0, 0, 4, 4).data.slice(0, 3));
+        }""")
+        assert server_picture == [255, 255, 255]  # shown white, as it is
+        page.close()

@@ -1,8 +1,9 @@
-"""The two artefact formats, read and written in one place: a folder with ``model.safetensors`` (the
+"""The artefact formats, read and written in one place: a folder with ``model.safetensors`` (the
 weights; safetensors holds tensors only, which is the weights-only guarantee) and ``config.json``.
 
 * ``boneage-model``: a bone age model (:func:`boneage.models.load_model` rebuilds it from the registry);
-* ``boneage-segmenter``: the hand segmenter (:func:`boneage.segmentation.load_segmenter`).
+* ``boneage-segmenter``: the hand segmenter (:func:`boneage.segmentation.load_segmenter`);
+* ``boneage-recogniser``: the hand-radiograph recogniser (:func:`boneage.segmentation.load_recogniser`).
 
 Both configs share a typed head (:class:`ArtifactConfig`: format, format version, name, version and the
 preprocessing the weights were trained with); the rest of the JSON (architecture, training recipe,
@@ -24,6 +25,7 @@ from .utils import atomic_write
 __all__ = [
     "CONFIG_FILE",
     "MODEL_FORMAT",
+    "RECOGNISER_FORMAT",
     "SEGMENTER_FORMAT",
     "SPLIT_FILE",
     "WEIGHTS_FILE",
@@ -37,12 +39,13 @@ __all__ = [
 
 MODEL_FORMAT = "boneage-model"
 SEGMENTER_FORMAT = "boneage-segmenter"
-FORMAT_VERSIONS = {MODEL_FORMAT: 1, SEGMENTER_FORMAT: 1}
+RECOGNISER_FORMAT = "boneage-recogniser"
+FORMAT_VERSIONS = {MODEL_FORMAT: 1, SEGMENTER_FORMAT: 1, RECOGNISER_FORMAT: 1}
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
-_WHAT = {MODEL_FORMAT: "model", SEGMENTER_FORMAT: "segmenter"}
-_DEFAULT_FOLDER = {MODEL_FORMAT: "default", SEGMENTER_FORMAT: "segmenter"}
+_WHAT = {MODEL_FORMAT: "model", SEGMENTER_FORMAT: "segmenter", RECOGNISER_FORMAT: "hand recogniser"}
+_DEFAULT_FOLDER = {MODEL_FORMAT: "default", SEGMENTER_FORMAT: "segmenter", RECOGNISER_FORMAT: "recogniser"}
 _HINTS = {  # (wanted, found): what to say when a path holds the other kind of artefact
     (SEGMENTER_FORMAT, MODEL_FORMAT): " (it is a bone age model; pass it as --model)",
     (MODEL_FORMAT, SEGMENTER_FORMAT): " (it is a hand segmenter; pass it as --segmenter)",
@@ -51,6 +54,8 @@ _MISSING_DEFAULT = {
     MODEL_FORMAT: "no default model is installed in this boneage package; pass --model PATH to a trained model",
     SEGMENTER_FORMAT: "no hand segmenter is installed in this boneage package ({path}); pass --segmenter PATH "
                       "or train one with 'boneage train-segmenter' and copy its model folder there",
+    RECOGNISER_FORMAT: "no hand recogniser is installed in this boneage package ({path}); train one with "
+                       "'boneage train-recogniser' and copy its model folder there",
 }
 
 
@@ -139,7 +144,7 @@ def _locate(spec, format: str) -> tuple[Path, Path, Path]:
     else:
         path = Path(spec)
     if not path.exists():
-        raise ModelLoadError(f"{path}: {what} not found" if what == "segmenter" else f"{path}: model file not found")
+        raise ModelLoadError(f"{path}: model file not found" if format == MODEL_FORMAT else f"{path}: {what} not found")
     folder = path if path.is_dir() else path.parent
     weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_FILE
     config_file = folder / CONFIG_FILE

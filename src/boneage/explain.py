@@ -63,13 +63,28 @@ class Evidence:
 
 def display_image(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
     """The radiograph as grayscale uint8 for display: windowed at the 0.5/99.5 percentiles, long side
-    at most ``max_side`` pixels, aspect ratio kept."""
+    at most ``max_side`` pixels, aspect ratio kept.
+
+    An image of one value has nothing to window: it is shown at its own grey level within the range of
+    its type (uint8 as stored, other integers over their bit depth, e.g. uint16 over 0-65535; floats, as
+    DICOM values after their LUTs, over the smallest of 0-1, 0-255, 0-4095 (12 bits) and 0-65535 that
+    holds them), so an all-white image shows white, not black."""
     from PIL import Image
 
     from .preprocess import normalize_intensity, to_grayscale
 
     gray = to_grayscale(pixels)
-    image = np.round(normalize_intensity(gray, "percentile", (0.5, 99.5)) * 255.0).astype(np.uint8)
+    finite = gray[np.isfinite(gray)]
+    if finite.size and float(finite.max()) > float(finite.min()):
+        image = np.round(normalize_intensity(gray, "percentile", (0.5, 99.5)) * 255.0).astype(np.uint8)
+    else:
+        value = float(finite[0]) if finite.size else 0.0
+        dtype = np.asarray(pixels).dtype
+        if np.issubdtype(dtype, np.integer):
+            full = float(np.iinfo(dtype).max)
+        else:
+            full = next(top for top in (1.0, 255.0, 4095.0, 65535.0) if value <= top or top == 65535.0)
+        image = np.full(gray.shape, round(255.0 * min(max(value / full, 0.0), 1.0)), dtype=np.uint8)
     scale = max_side / max(image.shape)
     if scale < 1:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from boneage.api import assess
-from boneage.clinical import DISCLAIMER, write_report
+from boneage.api import Assessor, assess
+from boneage.clinical import DISCLAIMER, Assessment, write_report
 from boneage.data import hand_phantom
 from boneage.errors import ImageReadError, InvalidInputError, UnusableImageError
 from boneage.inference import Predictor
@@ -71,6 +71,8 @@ def test_assess_uses_dicom_tags_and_gives_the_interval(tmp_path):
     assert a.chronological_age_source == "dicom_dates" and a.chronological_age_months == pytest.approx(111.97, abs=0.01)
     assert a.uncertainty["low_months"] == pytest.approx(140 - 1.96 * 2) and a.uncertainty["high_months"] == pytest.approx(143.92)
     assert "ensemble members" in a.uncertainty["method"] and "flip" in a.uncertainty["method"]
+    assert a.uncertainty["calibrated"] is False and a.uncertainty["method"].startswith("uncalibrated")  # no calibration
+    assert any(s.startswith("The interval shown is not calibrated") for s in a.statements)
     assert a.adult_height["maturity_category"] == "accelerated"  # bone age 28 months ahead
     data = json.loads(json.dumps(a.to_dict()))
     for key in ("bone_age_months", "bone_age_text", "sex", "chronological_age_months", "chronological_age_source",
@@ -199,10 +201,44 @@ def test_report_shows_evidence_and_says_when_rejected(tmp_path, hand_png):
 
 
 def test_default_model_end_to_end(tmp_path, hand_png):
-    """The shipped ensemble gives a bone age, an interval from its members, and a PDF report."""
+    """The shipped ensemble gives a bone age, its calibrated interval, and a PDF report."""
 
     a = assess(hand_png, sex="F", age="9y2m", height_cm=130)  # no model given: the shipped one
     assert a.status == "ok" and 0 <= a.bone_age_months <= 228
     assert a.uncertainty is not None and a.uncertainty["low_months"] <= a.bone_age_months <= a.uncertainty["high_months"]
-    assert "2 ensemble members" in a.uncertainty["method"]
+    assert a.uncertainty["calibrated"] is True and "conformal" in a.uncertainty["method"]
+    assert a.uncertainty["high_months"] - a.uncertainty["low_months"] > 20  # the model's error, not its members' spread
+    assert any("interval is calibrated" in s and "1158 held-out validation images" in s for s in a.statements)
     assert write_report(a, tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+
+
+def _calibrated(predictor: FixedPredictor) -> FixedPredictor:
+    """The predictor with a calibration in its model config: residuals 1..40 months in every group."""
+    from boneage.evaluation.calibration import fit_calibration
+
+    rng = np.random.default_rng(0)
+    predicted = rng.uniform(0, 228, 400)
+    residual = np.tile(np.arange(1.0, 41.0), 10)
+    calibration = fit_calibration(predicted, predicted + residual, ["M", "F"] * 200, grouping="none")
+    calibration["fitted_on"] = {"description": "synthetic test data"}
+    predictor.loaded.config["calibration"] = calibration
+    return predictor
+
+
+def test_the_interval_comes_from_the_model_calibration(tmp_path, hand_png):
+    predictor = _calibrated(FixedPredictor(months=140.0, sd=0.04))
+    a = assess(hand_png, model=predictor, sex="F", age="10y")
+    q = 39.0  # ceil(401 * 0.95) = 381st smallest of 10 x (1..40) residuals
+    assert a.uncertainty["low_months"] == pytest.approx(140 - q) and a.uncertainty["high_months"] == pytest.approx(140 + q)
+    assert a.uncertainty["calibrated"] is True and a.uncertainty["level"] == 0.95
+    assert a.uncertainty["sd_months"] == pytest.approx(0.04) and "conformal" in a.uncertainty["method"]
+    assert any("95% interval is calibrated" in s and "synthetic test data" in s for s in a.statements)
+    assert not any("not calibrated" in s or "disagree" in s for s in a.statements)
+    [batch] = list(Assessor(predictor).assess_files([hand_png], sex="F"))  # the batch path computes it too
+    assert (batch.uncertainty["low_months"], batch.uncertainty["high_months"]) == pytest.approx((140 - q, 140 + q))
+    stored = Assessment.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert stored.uncertainty["high_months"] == pytest.approx(140 + q) and stored.uncertainty["calibrated"] is True
+    low = assess(hand_png, model=_calibrated(FixedPredictor(months=10.0, sd=None)), sex="M")
+    assert low.uncertainty["low_months"] == 0.0 and low.uncertainty["sd_months"] is None  # clipped; a single model
+    assert Assessment.from_dict(low.to_dict()).uncertainty["low_months"] == 0.0  # kept without a member SD
+    assert "0.0 to" in write_report(low, tmp_path / "r.html").read_text()

@@ -60,7 +60,7 @@ def test_predictor_refuses_an_image_without_a_hand(tiny_model_dir, segmenter):
 
     predictor = Predictor(tiny_model_dir)
     image = _radiograph(_no_hand_images()["noise"].astype(np.float32))
-    with pytest.raises(NoHandFoundError, match="^noise.png: no hand found"):
+    with pytest.raises(NoHandFoundError, match="^noise.png: not a hand radiograph"):
         predictor.prepare(image, "noise.png")
     hand = hand_phantom(120, "F", 256, np.random.default_rng(1)).astype(np.float32)
     prepared = predictor.prepare(dataclasses.replace(image, pixels=hand))

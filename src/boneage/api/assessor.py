@@ -25,6 +25,7 @@ from ..clinical import (
     study_fields,
 )
 from ..errors import BoneAgeError, ImageReadError
+from ..evaluation.calibration import calibrated_interval, calibration_of, describe_calibration
 from ..explain import Evidence, display_image, explain_image
 from ..inference import Predictor
 from ..preprocess import Prepared
@@ -33,7 +34,7 @@ from .inputs import Inputs, Radiograph, read_radiograph, resolve_sex, validate_i
 __all__ = ["Assessor", "assess", "default_assessor"]
 
 log = logging.getLogger("boneage.api")
-INTERVAL_Z = 1.96  # a 95% interval under a normal spread
+INTERVAL_Z = 1.96  # the uncalibrated fallback: bone age +/- 1.96 member SD (a normal spread's 95%)
 
 
 class Assessor:
@@ -113,15 +114,32 @@ class Assessor:
         return result
 
     def _interpret(self, months: float, sd: float | None, sex: str, age, height) -> Assessment:
-        result = interpret(months, sex, chronological_age_months=age, height_cm=height, bone_age_sd_months=sd,
-                           uncertainty_method=self._uncertainty_method())
-        mae = self.model_info.get("validation_mae_months")
-        if result.uncertainty is not None:
-            result.statements.append(
-                "The interval shows how much the model's own estimates disagree, not its error against expert readers"
-                + (f" (its validation MAE is {float(mae):.1f} months)." if mae is not None else ".")
-            )
+        interval, statement = self._interval(months, sd, sex)
+        result = interpret(months, sex, chronological_age_months=age, height_cm=height, interval=interval)
+        if statement:
+            result.statements.append(statement)
         return result
+
+    def _interval(self, months: float, sd: float | None, sex: str) -> tuple[dict | None, str | None]:
+        """The bone age's interval and the sentence saying which it is: calibrated on held-out residuals when
+        the model's config has a calibration (``boneage calibrate``); else, labelled as uncalibrated, the
+        bone age +/- 1.96 SD across the ensemble's members; else none."""
+        loaded = self.predictor.loaded
+        calibration = calibration_of(loaded.config, getattr(loaded, "source", None) or self.model_info["name"])
+        if calibration is not None:
+            low, high = calibrated_interval(months, sex, sd, calibration)
+            return ({"low_months": low, "high_months": high, "level": float(calibration["level"]), "sd_months": sd,
+                     "method": f"{calibration['method']}, calibrated on {calibration['n']} held-out validation images",
+                     "calibrated": True}, describe_calibration(calibration))
+        if sd is None:
+            return None, None
+        mae = self.model_info.get("validation_mae_months")
+        statement = ("The interval shown is not calibrated: this model has no calibration (see boneage calibrate), so it "
+                     f"is the bone age +/- {INTERVAL_Z} SD across its ensemble members, which shows how much their "
+                     "estimates disagree, not how far the reference bone age may lie"
+                     + (f" (its validation MAE is {float(mae):.1f} months)." if mae is not None else "."))
+        return ({"low_months": months - INTERVAL_Z * sd, "high_months": months + INTERVAL_Z * sd, "level": 0.95,
+                 "sd_months": sd, "method": f"uncalibrated: {self._uncertainty_method()}", "calibrated": False}, statement)
 
     def _uncertainty_method(self) -> str:
         members = len(self.predictor.loaded.config.get("members") or [])

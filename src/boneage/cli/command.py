@@ -4,6 +4,7 @@ Contract (other tools call these; keep them stable):
 
 * ``boneage predict FILE... [--sex M|F] [--model PATH] [--json]``
 * ``boneage evaluate --images DIR --labels CSV [--model PATH] [--json]``
+* ``boneage calibrate [--model PATH] --images DIR --labels CSV [--split-file PATH] [--level 0.95]``
 * ``boneage report IMAGE [--sex M|F] [--age 9y4m] [--height CM] [--model PATH] -o OUT.pdf|OUT.html [--json]``
 * ``boneage serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--model PATH] [--api-token TOKEN]``
 * ``boneage dicom-node [--port 11112] [--ae-title BONEAGE] [--data-dir DIR] [--destination AE@HOST:PORT]``
@@ -23,6 +24,7 @@ import sys
 from .. import __version__
 from ..errors import BoneAgeError
 from . import (
+    calibrate,
     dicom_node,
     ensemble,
     evaluate,
@@ -32,11 +34,13 @@ from . import (
     segment,
     serve,
     train,
+    train_recogniser,
     train_segmenter,
 )
 from ._common import EXIT_USAGE, Parser
 
-COMMANDS = (predict, segment, report, serve, evaluate, models, ensemble, train, train_segmenter, dicom_node)
+COMMANDS = (predict, segment, report, serve, evaluate, calibrate, models, ensemble, train, train_segmenter, train_recogniser,
+            dicom_node)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

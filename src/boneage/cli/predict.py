@@ -62,8 +62,10 @@ def prediction_line(assessment) -> list[str]:
 
 
 def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
-    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, the
-    model's SD when it has one, the evidence file; or the error."""
+    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, its
+    interval (``bone_age_interval_months``: [low, high], calibrated when the model has a calibration, as
+    ``bone_age_interval_calibrated`` says; None for a model that gives none), the model's SD when it has
+    one, the evidence file; or the error."""
     from ..utils import format_months
 
     a = assessment
@@ -71,8 +73,14 @@ def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
         return {"file": a.source, "sex": None, "bone_age_months": None, "error": a.rejection}
     data = {"file": a.source, "sex": a.sex, "bone_age_months": round(float(a.bone_age_months), 2),
             "bone_age": format_months(a.bone_age_months), "sex_source": a.sex_source}
-    if a.uncertainty is not None:
-        data["bone_age_sd_months"] = round(float(a.uncertainty["sd_months"]), 2)
+    u = a.uncertainty
+    data["bone_age_interval_months"] = None if u is None else [round(float(u["low_months"]), 2),
+                                                                round(float(u["high_months"]), 2)]
+    if u is not None:
+        data["bone_age_interval_level"] = float(u["level"])
+        data["bone_age_interval_calibrated"] = bool(u.get("calibrated", False))
+    if u is not None and u.get("sd_months") is not None:
+        data["bone_age_sd_months"] = round(float(u["sd_months"]), 2)
     if evidence_file is not None:
         data["evidence"] = evidence_file
     return data

@@ -1,7 +1,8 @@
 """The clinical meaning of a bone age: :class:`Assessment` (the result every front end shows and stores)
 and :func:`interpret`, which puts a bone age in context: bone age minus chronological age, SDS, centile and
-reading against Greulich & Pyle, a Bayley-Pinneau adult height, and the model's own uncertainty as an
-interval. Running a model on a radiograph is :mod:`boneage.api`'s job; this module needs no model.
+reading against Greulich & Pyle, a Bayley-Pinneau adult height, and the bone age's interval (made by the
+caller: calibrated when the model has a calibration). Running a model on a radiograph is :mod:`boneage.api`'s
+job; this module needs no model.
 
 What cannot be computed is said, not guessed: an age outside the reference tables, a bone age outside
 0-19 years or a bone age outside a Bayley-Pinneau table leave that number out (None) and add a sentence
@@ -51,7 +52,6 @@ DISCLAIMER = (
     "age and every number derived from it must be checked against the radiograph by a clinician."
 )
 MAX_AGE_MONTHS = 240.0
-INTERVAL_Z = 1.96  # a 95% interval under a normal spread
 AGE_SOURCES = {
     "argument": "given",
     "dicom_dates": "from the DICOM birth and study dates",
@@ -157,7 +157,7 @@ class Assessment:
     reference: str | None = None
     height_cm: float | None = None
     adult_height: dict | None = None
-    uncertainty: dict | None = None  # sd_months, low_months, high_months, level, method
+    uncertainty: dict | None = None  # sd_months, low_months, high_months, level, method, calibrated
     statements: list[str] = dataclasses.field(default_factory=list)
     rejection: str | None = None
     model: dict | None = None  # name, version, validation_mae_months
@@ -278,7 +278,7 @@ class Assessment:
             reference=text(data.get("reference")),
             height_cm=number(data.get("height_cm")),
             adult_height=numbers(data.get("adult_height"), ("predicted_adult_height_cm", "percent_of_mature_height")),
-            uncertainty=numbers(data.get("uncertainty"), ("sd_months", "low_months", "high_months", "level")),
+            uncertainty=_stored_interval(data.get("uncertainty"), numbers),
             statements=statements,
             rejection=rejection if status == "rejected" else None,
             model=mapping(data.get("model")) or None,
@@ -304,14 +304,17 @@ def interpret(
     *,
     chronological_age_months: float | None = None,
     height_cm: float | None = None,
-    bone_age_sd_months: float | None = None,
-    uncertainty_method: str | None = None,
+    interval: dict | None = None,
 ) -> Assessment:
     """The clinical numbers for a bone age already known (no model, no image): an ``'ok'`` Assessment.
 
     SDS, centile and reading need the chronological age inside the Greulich & Pyle table; the adult
     height needs the chronological age (to choose the Bayley-Pinneau table) and a bone age inside that
-    table. Whatever cannot be computed is None with a sentence in ``statements``.
+    table. Whatever cannot be computed is None with a sentence in ``statements``. ``interval`` is the
+    bone age's interval, ready made by whoever ran the model (:mod:`boneage.api`: calibrated when the
+    model has a calibration): ``low_months``, ``high_months``, ``level``, ``method`` and, when the model
+    gives one, ``sd_months`` (the SD across its ensemble members) and ``calibrated`` (bool); it becomes
+    ``Assessment.uncertainty``.
     """
     if sex not in ("M", "F"):
         raise InvalidInputError(f"sex must be 'M' or 'F', got {sex!r}")
@@ -327,7 +330,7 @@ def interpret(
     if not bone_age_in_range:
         statements.append(f"The bone age ({bone_age:.1f} months) is outside 0-{high / 12:g} years, the range the "
                           "model and the references cover; it is not interpreted further.")
-    _add_uncertainty(result, bone_age_sd_months, uncertainty_method)
+    _add_uncertainty(result, interval)
     if age is None:
         statements.append("No chronological age was given or found in the file, so bone age minus chronological "
                           "age, the SDS, centile, reading and adult height are not computed.")
@@ -340,16 +343,32 @@ def interpret(
     return result
 
 
-def _add_uncertainty(result: Assessment, sd_months: float | None, method: str | None) -> None:
-    """The interval bone age +/- 1.96 SD of the model's own estimates, or a statement that there is none."""
-    if sd_months is None or not math.isfinite(float(sd_months)):
-        result.statements.append("The model gives no uncertainty estimate of its own (a single model), so no "
-                                 "interval is shown.")
+def _add_uncertainty(result: Assessment, interval: dict | None) -> None:
+    """The interval given (checked), or a statement that there is none."""
+    if interval is None:
+        result.statements.append("The model gives no uncertainty estimate (no calibration, and a single model), so "
+                                 "no interval is shown.")
         return
-    sd, bone_age = float(sd_months), result.bone_age_months
-    result.uncertainty = {"sd_months": sd, "low_months": bone_age - INTERVAL_Z * sd,
-                          "high_months": bone_age + INTERVAL_Z * sd, "level": 0.95,
-                          "method": method or "spread of the model's estimates"}
+    try:
+        low, high, level = (float(interval[key]) for key in ("low_months", "high_months", "level"))
+        sd = None if interval.get("sd_months") is None else float(interval["sd_months"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(f"an interval needs low_months, high_months and level as numbers, got {interval!r}") from None
+    finite = all(math.isfinite(v) for v in (low, high)) and (sd is None or math.isfinite(sd))
+    if not (finite and low <= high and 0 < level < 1):
+        raise InvalidInputError(f"an interval needs finite low_months <= high_months and a level in (0, 1), got {interval!r}")
+    result.uncertainty = {"sd_months": sd, "low_months": low, "high_months": high, "level": level,
+                          "method": str(interval.get("method") or "not stated"),
+                          "calibrated": bool(interval.get("calibrated", False))}
+
+
+def _stored_interval(value, numbers) -> dict | None:
+    """A stored ``uncertainty``: low, high and level must be numbers; the member SD may be None (a single,
+    calibrated model)."""
+    interval = numbers(value, ("low_months", "high_months", "level"))
+    if interval is not None and interval.get("sd_months") is not None:
+        interval["sd_months"] = (numbers(interval, ("sd_months",)) or {}).get("sd_months")
+    return interval
 
 
 def _add_reading(result: Assessment) -> None:

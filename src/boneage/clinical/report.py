@@ -1,9 +1,13 @@
 """Clinical reports of an :class:`~boneage.clinical.assessment.Assessment`, as PDF or self-contained HTML.
 
-``write_report(assessment, "report.pdf")`` (or ``.html``) writes one A4 page: patient and study fields,
-the radiograph (with the model's evidence overlay when there is one), the numbers, a growth chart of
-bone age against chronological age with the Greulich & Pyle +-2 SD band and the patient's point, the
-statements about what could not be computed, the model's name and version, and the disclaimer.
+``write_report(assessment, "report.pdf")`` (or ``.html``) writes an A4 page: patient and study fields,
+the radiograph (with the model's evidence overlay when there is one; a rejected image as it is, with the
+reason beside it), the numbers, a growth chart of bone age against chronological age with the Greulich &
+Pyle +-2 SD band of that sex and the patient's point, the statements about what could not be computed,
+the model's name and version, and the disclaimer. When the picture is the evidence overlay, a second
+page (below the results in HTML) shows the radiograph without it. Pictures keep their own resolution in
+the PDF (see :func:`_pdf_picture`); text in any script is drawn without missing glyphs (see
+:func:`_drawable_text`).
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (the Agg renderer for PNG, the PDF
 backend for PDF), never through pyplot, so a service can write reports from several threads.
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import html
 import io
+import math
 import textwrap
 from pathlib import Path
 
@@ -73,26 +79,99 @@ def _render(assessment: Assessment, kind: str, image_rgb, stream) -> None:
             raise InvalidInputError(f"image_rgb must be an (H, W, 3) or (H, W) uint8 array, got "
                                     f"{picture.dtype} {tuple(picture.shape)}")
     if kind == "pdf":
-        _pdf_figure(assessment, picture).savefig(
-            stream, format="pdf", metadata={"Title": "Bone age assessment", "Creator": f"boneage {__version__}"})
+        pages = [_pdf_figure(assessment, picture)]
+        plain = _plain_radiograph(assessment, picture)
+        if plain is not None:  # page 1 shows the evidence: page 2 the radiograph without it
+            pages.append(_pdf_radiograph_page(assessment, plain))
+        _save_pdf(pages, stream)
     else:
         stream.write(_html(assessment, picture).encode("utf-8"))
 
 
+def _plain_radiograph(a: Assessment, picture) -> np.ndarray | None:
+    """The radiograph without the evidence overlay, when the main picture is the overlay (else None)."""
+    if a.radiograph is None or picture is None or picture is a.radiograph:
+        return None
+    return np.asarray(a.radiograph, dtype=np.uint8)
+
+
+def _save_pdf(pages: list, stream) -> None:
+    """The figures as the pages of one PDF."""
+    metadata = {"Title": "Bone age assessment", "Creator": f"boneage {__version__}"}
+    if len(pages) == 1:
+        pages[0].savefig(stream, format="pdf", metadata=metadata)
+        return
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    with PdfPages(stream, metadata=metadata) as pdf:
+        for page in pages:
+            pdf.savefig(page)
+
+
 # ------------------------------------------------------------------------------------- growth chart
+def _reference_extent(sex: str | None) -> tuple[float, float]:
+    """(last chronological age, top of the +2 SD band), in years, of the Greulich & Pyle table of ``sex``
+    (girls 16 and 17, boys 17 and 20); both tables together when the sex is unknown."""
+    ages, tops = [], []
+    for key in [sex] if sex in _CHILDREN else list(_CHILDREN):
+        age, mean, sd = (np.asarray(v) for v in _gp_columns(key))
+        ages.append(age.max() / 12)
+        tops.append((mean + 2 * sd).max() / 12)
+    return float(math.ceil(max(ages) - 0.1)), float(math.ceil(max(tops) - 0.1))
+
+
+def _chart_limits(sex, x: float | None, y: float | None, interval) -> tuple[float, float, str | None]:
+    """The axes' upper limits (years) from the reference of ``sex``, widened to show the patient's point
+    (``x``, ``y`` in years) and interval when they lie beyond it, with a note saying so."""
+    x_max, y_max = _reference_extent(sex)
+    reference = f"the Greulich & Pyle reference for {_CHILDREN[sex]}" if sex in _CHILDREN else "the reference"
+    outside = []
+    if x is not None and x > x_max:
+        outside.append(f"age beyond {reference} (to {x_max:g} years)")
+        x_max = float(math.ceil(x + 0.5))
+    if y is not None and y > y_max:
+        outside.append(f"bone age beyond {reference} (to {y_max:g} years)")
+        y_max = float(math.ceil(y + 0.5))
+    if interval is not None and interval[1] / 12 > y_max:
+        y_max = float(math.ceil(interval[1] / 12))
+    note = ("this patient's " + " and ".join(outside) + ":\naxes widened to show the point") if outside else None
+    return x_max, y_max, note
+
+
+def _patient_point(ax, chronological_age_months, bone_age_months, interval_months) -> str | None:
+    """Draw the patient's point (or, without a chronological age, the bone age as a line); the note to show."""
+    if bone_age_months is None:
+        return "no bone age: nothing to plot"
+    if chronological_age_months is None:
+        ax.axhline(bone_age_months / 12, color="tab:red", ls=":", lw=1.2, label="bone age (this patient)")
+        return "chronological age unknown:\nthe patient's point cannot be placed"
+    x, y = chronological_age_months / 12, bone_age_months / 12
+    yerr = None
+    if interval_months is not None:
+        yerr = [[max(0.0, y - interval_months[0] / 12)], [max(0.0, interval_months[1] / 12 - y)]]
+    ax.errorbar([x], [y], yerr=yerr, fmt="o", color="tab:red", ms=6, capsize=3, label="this patient")
+    return None
+
+
 def growth_chart(ax, sex: str | None, chronological_age_months: float | None, bone_age_months: float | None,
                  *, interval_months: tuple[float, float] | None = None):
     """Plot bone age against chronological age (in years) on ``ax`` (an Axes, or a Figure to add one to).
 
     The Greulich & Pyle (Brush Foundation) mean and the +-2 SD band of that sex, the line where bone age
-    equals chronological age, and the patient's point (with ``interval_months`` as an error bar). Without
-    a chronological age the bone age is drawn as a horizontal line and the chart says why there is no point.
+    equals chronological age, and the patient's point (with ``interval_months`` as an error bar). The axes
+    span that sex's reference (girls to 16 years of age, boys to 17; bone age to the top of the band); a
+    point beyond it widens them, with a note. Without a chronological age the bone age is drawn as a
+    horizontal line and the chart says why there is no point.
     """
     from matplotlib.figure import Figure
 
     if isinstance(ax, Figure):
         ax = ax.add_subplot(1, 1, 1)
-    ax.plot([0, 20], [0, 20], color="0.6", ls="--", lw=0.8, label="bone age = chronological age")
+    x = None if chronological_age_months is None or bone_age_months is None else chronological_age_months / 12
+    y = None if bone_age_months is None else bone_age_months / 12
+    x_max, y_max, outside = _chart_limits(sex, x, y, interval_months if x is not None else None)
+    ax.plot([0, max(x_max, y_max)], [0, max(x_max, y_max)], color="0.6", ls="--", lw=0.8,
+            label="bone age = chronological age")
     if sex in _CHILDREN:
         ages, means, sds = (np.asarray(v) for v in _gp_columns(sex))
         ax.fill_between(ages / 12, (means - 2 * sds) / 12, (means + 2 * sds) / 12, color="tab:blue", alpha=0.18,
@@ -101,23 +180,13 @@ def growth_chart(ax, sex: str | None, chronological_age_months: float | None, bo
         ax.set_title(f"Bone age vs chronological age, {_CHILDREN[sex]}\n(Greulich & Pyle, Brush Foundation)", fontsize=9)
     else:
         ax.set_title("Bone age vs chronological age (sex unknown: no reference)", fontsize=9)
-    note = None
-    if bone_age_months is None:
-        note = "no bone age: nothing to plot"
-    elif chronological_age_months is None:
-        ax.axhline(bone_age_months / 12, color="tab:red", ls=":", lw=1.2, label="bone age (this patient)")
-        note = "chronological age unknown:\nthe patient's point cannot be placed"
-    else:
-        x, y = chronological_age_months / 12, bone_age_months / 12
-        yerr = None
-        if interval_months is not None:
-            yerr = [[max(0.0, y - interval_months[0] / 12)], [max(0.0, interval_months[1] / 12 - y)]]
-        ax.errorbar([x], [y], yerr=yerr, fmt="o", color="tab:red", ms=6, capsize=3, label="this patient")
-    if note:
-        ax.text(0.97, 0.04, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="tab:red")
-    ax.set(xlim=(0, 20), ylim=(0, 20), xlabel="chronological age (years)", ylabel="bone age (years)")
-    ax.set_xticks(range(0, 21, 2))
-    ax.set_yticks(range(0, 21, 2))
+    notes = [n for n in (_patient_point(ax, chronological_age_months, bone_age_months, interval_months), outside) if n]
+    if notes:
+        ax.text(0.97, 0.04, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+                color="tab:red")
+    ax.set(xlim=(0, x_max), ylim=(0, y_max), xlabel="chronological age (years)", ylabel="bone age (years)")
+    ax.set_xticks(range(0, int(x_max) + 1, 2))
+    ax.set_yticks(range(0, int(y_max) + 1, 2))
     ax.tick_params(labelsize=8)
     ax.xaxis.label.set_size(8)
     ax.yaxis.label.set_size(8)
@@ -169,10 +238,7 @@ def _result_rows(a: Assessment) -> list[tuple[str, str]]:
     else:
         rows = [("Status", "assessed"), ("Bone age", f"{_months(a.bone_age_months)} ({a.bone_age_text})")]
         u = a.uncertainty
-        rows.append(("Model uncertainty", "not available" if u is None else
-                     f"{_number(u.get('low_months'))} to {_number(u.get('high_months'))} months "
-                     f"({_number(u.get('level'), '.0%')} interval; SD {_number(u.get('sd_months'))} months: "
-                     f"{u.get('method') or 'spread of the model estimates'})"))
+        rows.append(("Model uncertainty", "not available" if u is None else _uncertainty_text(u)))
     if a.chronological_age_months is None:
         rows.append(("Chronological age", "unknown"))
     else:
@@ -205,6 +271,17 @@ def _result_rows(a: Assessment) -> list[tuple[str, str]]:
     return rows
 
 
+def _uncertainty_text(u: dict) -> str:
+    """The interval, how it was made, and (for a calibrated interval, apart from it) the ensemble's spread."""
+    interval = (f"{_number(u.get('low_months'))} to {_number(u.get('high_months'))} months "
+                f"({_number(u.get('level'), '.0%')} interval")
+    method = u.get("method") or "spread of the model estimates"
+    if not u.get("calibrated"):
+        return f"{interval}; SD {_number(u.get('sd_months'))} months: {method})"
+    spread = "" if u.get("sd_months") is None else f"; the ensemble members' estimates: SD {_number(u.get('sd_months'))} months"
+    return f"{interval}: {method}{spread})"
+
+
 def _model_line(a: Assessment) -> str:
     m = a.model or {}
     line = f"Model: {m.get('name') or 'unknown'} {m.get('version') or ''}".rstrip()
@@ -214,14 +291,31 @@ def _model_line(a: Assessment) -> str:
     return line + f"; boneage {__version__}."
 
 
-def _picture_caption(a: Assessment, picture) -> str:
+def _picture_caption(a: Assessment, picture, plain_at: str = "") -> str:
+    """What the picture shows; ``plain_at`` says where the radiograph without the overlay is (e.g. 'on page 2')."""
+    caption = _what_the_picture_shows(a, picture)
+    return f"{caption} The radiograph without it: {plain_at}." if plain_at and _plain_radiograph(a, picture) is not None \
+        else caption
+
+
+def _what_the_picture_shows(a: Assessment, picture) -> str:
     if picture is None:
         return "No image can be shown."
+    flat = picture.ndim == 2 and picture.size and int(picture.min()) == int(picture.max())
+    how = ("every pixel has the same value: shown at that grey level" if flat else "intensity windowed")
+    size = f"{picture.shape[1]}x{picture.shape[0]} px"
     if a.status == "rejected":
-        return "The image as read (intensity windowed); the model rejected it."
+        return f"The image as read ({how}; {size}); the model rejected it."
     if a.evidence is not None:
-        return f"Evidence overlay: {a.evidence_label or 'model evidence'}."
-    return "Radiograph as read (intensity windowed). No evidence overlay is available for this model."
+        return f"Evidence overlay: {a.evidence_label or 'model evidence'} (on the radiograph, {size})."
+    return f"Radiograph as read ({how}; {size}). No evidence overlay is available for this model."
+
+
+def _rejection_line(a: Assessment) -> str | None:
+    """Why the model rejected the image (shown beside its picture), or None for an assessed image."""
+    if a.status != "rejected" and a.bone_age_months is not None:
+        return None
+    return f"Rejected: {a.rejection or 'no bone age'}"
 
 
 def _interval(a: Assessment):
@@ -254,17 +348,10 @@ def _pdf_figure(a: Assessment, picture):
             fig.text(x + 0.14, yy, textwrap.shorten(value, 48, placeholder="..."), fontsize=7.5, va="top")
     y -= half * 0.015 + 0.01
     top, height = y, 0.34
-    image_ax = fig.add_axes([left, top - height, 0.42, height])
-    image_ax.set_axis_off()
-    if picture is not None:
-        image_ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
-    else:
-        image_ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=image_ax.transAxes)
-    fig.text(left, top - height - 0.008, "\n".join(textwrap.wrap(_picture_caption(a, picture), 62)),
-             fontsize=7, va="top", color="0.3")
+    below = _pdf_picture(fig, a, picture, [left, top - height, 0.42, height])
     chart_ax = fig.add_axes([0.58, top - height + 0.035, 0.37, height - 0.06])
     growth_chart(chart_ax, a.sex, a.chronological_age_months, a.bone_age_months, interval_months=_interval(a))
-    y = top - height - 0.05
+    y = min(top - height - 0.05, below - 0.012)
     fig.text(left, y, "Results", fontsize=11, weight="bold", va="top")
     y -= 0.025
     for label, value in _result_rows(a):
@@ -284,7 +371,115 @@ def _pdf_figure(a: Assessment, picture):
     footer = [_model_line(a), DISCLAIMER]
     fig.text(left, 0.03, "\n".join(line for text in footer for line in textwrap.wrap(text, 125)),
              fontsize=7.5, va="bottom", color="0.15", style="italic")
+    _drawable_text(fig)
     return fig
+
+
+def _pdf_picture(fig, a: Assessment, picture, box: list[float]) -> float:
+    """The radiograph (or its evidence overlay) in ``box`` (figure coordinates), framed, with the reason of a
+    rejection in red and the caption below it; returns the height (figure coordinates) below the caption.
+
+    ``interpolation="none"`` embeds the picture in the PDF at its own resolution (up to the 1024 px of
+    :func:`~boneage.explain.display_image`): with any other interpolation matplotlib resamples images in
+    vector output to the figure's dpi, and a 1024 px radiograph in this box would come out at ~350 px.
+    A grey picture is drawn as RGB (through no colour map), so that its grey levels are kept exactly."""
+    left, bottom, width, height = box
+    image_ax = fig.add_axes(box)
+    image_ax.set_xticks([])
+    image_ax.set_yticks([])
+    for spine in image_ax.spines.values():  # a frame: an all-white image stays visible on the page
+        spine.set(color="0.6", linewidth=0.5, visible=picture is not None)
+    if picture is not None:  # grey as RGB: drawn through no colour map, every grey level stays as it is
+        rgb = np.repeat(picture[:, :, None], 3, axis=2) if picture.ndim == 2 else picture
+        image_ax.imshow(rgb, interpolation="none")
+    else:
+        image_ax.set_facecolor("none")
+        image_ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=image_ax.transAxes)
+    y = bottom - 0.008
+    rejection = _rejection_line(a)
+    if rejection:
+        lines = textwrap.wrap(rejection, 58)
+        fig.text(left, y, "\n".join(lines), fontsize=8, va="top", color="#b00000", weight="bold")
+        y -= 0.0125 * len(lines) + 0.003
+    lines = textwrap.wrap(_picture_caption(a, picture, "page 2"), 62)
+    fig.text(left, y, "\n".join(lines), fontsize=7, va="top", color="0.3")
+    return y - 0.011 * len(lines)
+
+
+def _pdf_radiograph_page(a: Assessment, radiograph: np.ndarray):
+    """Page 2 when page 1 shows the model's evidence: the radiograph as read, without the overlay, as large
+    as the page allows and embedded at its own resolution, so that a reader can check the bones on it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=A4_INCHES)
+    left = 0.06
+    fig.text(left, 0.965, "Radiograph as read", fontsize=14, weight="bold", va="top")
+    name = Path(a.source).name if a.source else "the image"
+    fig.text(left, 0.935, f"{name}: {radiograph.shape[1]}x{radiograph.shape[0]} px, intensity windowed, without the "
+             "evidence overlay of page 1.", fontsize=8, va="top", color="0.3")
+    ax = fig.add_axes([left, 0.08, 1 - 2 * left, 0.83])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set(color="0.6", linewidth=0.5)
+    rgb = np.repeat(radiograph[:, :, None], 3, axis=2) if radiograph.ndim == 2 else radiograph
+    ax.imshow(rgb, interpolation="none")  # at its own resolution and grey levels (see _pdf_picture)
+    fig.text(left, 0.03, "\n".join(textwrap.wrap(DISCLAIMER, 125)), fontsize=7.5, va="bottom", color="0.15",
+             style="italic")
+    _drawable_text(fig)
+    return fig
+
+
+# -------------------------------------------------------------------------------------------- fonts
+PLACEHOLDER = "\ufffd"  # what a character no installed font can draw is shown as (DejaVu Sans has it)
+_NOT_FALLBACKS = ("Last Resort", "STIX", "DejaVu Math", "cm")  # math and symbol fonts: not for names
+
+
+@functools.cache
+def _charmap(path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+@functools.cache
+def _fallback_font(char: str) -> str | None:
+    """The family name of an installed font that draws ``char`` (e.g. a CJK font for a Chinese name), or None."""
+    from matplotlib import font_manager
+
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name.startswith(_NOT_FALLBACKS) or entry.style != "normal":
+            continue
+        if ord(char) in _charmap(entry.fname):
+            return entry.name
+    return None
+
+
+def _drawable_text(fig) -> None:
+    """Make every text of ``fig`` drawable without a missing-glyph warning: a character its font lacks (a
+    file or patient name in another script) is drawn from an installed font that has it (matplotlib's
+    per-glyph font fallback), else shown as :data:`PLACEHOLDER`. Text is never parsed as mathtext (a
+    file name with two ``$`` stays as it is)."""
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        value = text.get_text()
+        if value.isascii():
+            continue
+        have = _charmap(font_manager.findfont(text.get_fontproperties()))
+        missing = {c for c in value if ord(c) not in have and not c.isspace()}
+        if not missing:
+            continue
+        fallbacks = {c: _fallback_font(c) for c in missing}
+        families = list(dict.fromkeys(name for name in fallbacks.values() if name))
+        if families:
+            text.set_fontfamily([*text.get_fontfamily(), *families])
+        text.set_text("".join(PLACEHOLDER if c in fallbacks and fallbacks[c] is None else c for c in value))
 
 
 # --------------------------------------------------------------------------------------------- HTML
@@ -319,10 +514,21 @@ h1{font-size:22px;margin:0}h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;padding:3px 8px;
 border-bottom:1px solid #e4e4e4}th{color:#555;font-weight:normal;width:34%}
 .figures{display:flex;gap:16px;align-items:flex-start}.figures figure{margin:0;flex:1}
-.figures img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
+.figures img,.plain img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
+.plain{margin:0}
 .disclaimer{margin-top:20px;padding:8px;border:1px solid #ccc;background:#f7f7f7;font-style:italic}
 @media print{body{margin:0}}
 """
+
+
+def _html_plain(a: Assessment, picture) -> str:
+    """The radiograph without the evidence overlay, full width, when the main picture is the overlay."""
+    plain = _plain_radiograph(a, picture)
+    if plain is None:
+        return ""
+    return (f'<h2>Radiograph as read</h2><figure class="plain"><img alt="radiograph without overlay" '
+            f'src="data:image/png;base64,{_png_base64(plain)}"><figcaption>{plain.shape[1]}x{plain.shape[0]} px, '
+            "intensity windowed, without the evidence overlay.</figcaption></figure>")
 
 
 def _html(a: Assessment, picture) -> str:
@@ -331,6 +537,7 @@ def _html(a: Assessment, picture) -> str:
                   else "<p>No image can be shown.</p>")
     status = (f'<p class="rejected">The image was rejected: {e(a.rejection or "")}</p>' if a.status == "rejected" else "")
     notes = "".join(f"<li>{e(s)}</li>" for s in a.statements)
+    rejection = f'<span class="rejected">{e(_rejection_line(a))}</span><br>' if _rejection_line(a) else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Bone age assessment</title><style>{_CSS}</style></head>
 <body>
@@ -340,13 +547,14 @@ def _html(a: Assessment, picture) -> str:
 <h2>Patient and study</h2>
 {_table(_patient_rows(a))}
 <div class="figures">
-<figure>{image_html}<figcaption>{e(_picture_caption(a, picture))}</figcaption></figure>
+<figure>{image_html}<figcaption>{rejection}{e(_picture_caption(a, picture, "below the results"))}</figcaption></figure>
 <figure><img alt="growth chart" src="data:image/png;base64,{_chart_base64(a)}">
 <figcaption>Bone age against chronological age with the Greulich &amp; Pyle mean and ±2 SD band.</figcaption></figure>
 </div>
 <h2>Results</h2>
 {_table(_result_rows(a))}
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
+{_html_plain(a, picture)}
 <p class="meta">{e(_model_line(a))}</p>
 <p class="disclaimer">{e(DISCLAIMER)}</p>
 </body></html>

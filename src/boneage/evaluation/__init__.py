@@ -1,5 +1,6 @@
-"""Accuracy metrics and plots for bone age predictions."""
+"""Accuracy metrics and plots for bone age predictions, and calibrated intervals (:mod:`.calibration`)."""
 
+from .calibration import calibrated_interval, calibration_of, fit_calibration
 from .detection import (
     average_precision,
     detection_metrics,
@@ -10,6 +11,9 @@ from .metrics import AGE_GROUPS_YEARS, age_group, compute_metrics, format_metric
 from .plots import plot_agreement
 
 __all__ = [
+    "calibrated_interval",
+    "calibration_of",
+    "fit_calibration",
     "average_precision",
     "detection_metrics",
     "ossification_hits",

@@ -233,6 +233,9 @@ def _text(ds, keyword: str) -> str | None:
     return text or None
 
 
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little endian
+
+
 def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
     import pydicom
 
@@ -241,6 +244,9 @@ def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
     except Exception as err:
         raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
     if "PixelData" not in ds:
+        whole = stream.getvalue() if hasattr(stream, "getvalue") else b""
+        if _PIXEL_DATA_TAG in whole[132:]:  # the element starts, and the file ends inside it
+            raise ImageReadError(f"{path}: DICOM file is truncated: it ends inside its pixel data")
         raise NoPixelDataError(f"{path}: DICOM file has no pixel data (is it an image?)")
     raw = _first_frame(ds, path)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -257,12 +263,45 @@ def _first_frame(ds, path: str) -> np.ndarray:
             return pixel_array(ds, index=0)
         return ds.pixel_array
     except Exception as err:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax)
-        raise ImageReadError(
-            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}): {err}; "
-            "install pylibjpeg/pylibjpeg-libjpeg for compressed files or send it uncompressed"
-        ) from None
+        raise ImageReadError(_decode_failure(ds, path, err)) from None
+
+
+def _decode_failure(ds, path: str, err: Exception) -> str:
+    """Why the pixel data could not be decoded, in one line: advice to install a decoder only when no
+    decoder of its (compressed) transfer syntax is available; else what the decoder said (a truncated or
+    corrupt file, pixel data that does not match its description)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", None) or str(syntax or "unknown")
+    missing = _missing_decoder(syntax)
+    if missing == "":
+        return (f"{path}: cannot decode DICOM pixel data: no decoder exists for its transfer syntax {name}; "
+                "have the image sent uncompressed or in a standard transfer syntax")
+    if missing is not None:
+        return (f"{path}: cannot decode DICOM pixel data: no decoder for its transfer syntax {name} is installed; "
+                f"install {missing}, or have the image sent uncompressed")
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{path}: cannot decode DICOM pixel data (transfer syntax {name}; the file may be damaged): {detail}"
+
+
+def _missing_decoder(syntax) -> str | None:
+    """What to install to decode ``syntax`` when it is compressed and no decoder of it is available; ``''``
+    when no decoder of it exists at all; None when a decoder is there or the syntax is not compressed
+    (then the data itself is at fault)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    if not syntax:
+        return None
+    try:
+        if not UID(str(syntax)).is_compressed:
+            return None
+        decoder = get_decoder(syntax)
+    except (ValueError, NotImplementedError):  # not a transfer syntax pydicom knows, or one it cannot decode
+        return ""
+    if decoder.is_available:
+        return None
+    needs = decoder.missing_dependencies  # e.g. 'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1'
+    return f"one of ({'; '.join(needs)})" if needs else "pylibjpeg with its plugins"
 
 
 def _presentation_values(raw: np.ndarray, ds, photometric: str) -> tuple[np.ndarray, bool]:

@@ -13,6 +13,7 @@ from .pipeline import (
 )
 from .transforms import (
     check_usable,
+    chroma,
     normalize_intensity,
     resize_image,
     to_grayscale,
@@ -28,6 +29,7 @@ __all__ = [
     "augment_batch",
     "build_preprocessing",
     "check_usable",
+    "chroma",
     "normalize_intensity",
     "preprocess_image",
     "preprocessing_steps",

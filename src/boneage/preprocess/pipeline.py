@@ -26,6 +26,7 @@ from ..errors import InvalidInputError
 from .config import HAND_WORK_SIDE, PreprocessConfig
 from .transforms import (
     check_usable,
+    chroma,
     normalize_intensity,
     reduce_long_side,
     resize_image,
@@ -57,7 +58,8 @@ class Prepared:
     ran); ``region`` = ``(y0, y1, x0, x1)`` the part of the decoded image (``original_hw``) it shows, in
     that image's pixels; ``content`` = ``(top, left, height, width)`` where that part lies inside the
     model input (set by :class:`Resize`). ``inverted``: the intensities were inverted back;
-    ``mask``: the hand mask on the working image (before a crop); ``hand``: what the hand check measured.
+    ``mask``: the hand mask on the working image (before a crop); ``hand``: what the hand check measured;
+    ``chroma``: how coloured the decoded image was, per pixel (None for grayscale).
     """
 
     image: np.ndarray
@@ -68,13 +70,16 @@ class Prepared:
     inverted: bool = False
     mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
     hand: dict | None = None
+    chroma: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, source: str = "image") -> Prepared:
-        """The start of the pipeline: decoded pixels (any dtype, gray or colour) as float32 grayscale."""
+        """The start of the pipeline: decoded pixels (any dtype, gray or colour) as float32 grayscale, with
+        the colour that grayscale drops kept as ``chroma`` (None for a grayscale image)."""
         gray = to_grayscale(pixels)
         height, width = gray.shape
-        return cls(image=gray, source=source, original_hw=(height, width), region=(0.0, float(height), 0.0, float(width)))
+        return cls(image=gray, source=source, original_hw=(height, width), region=(0.0, float(height), 0.0, float(width)),
+                   chroma=chroma(pixels))
 
     def cropped(self, image: np.ndarray, box: tuple[int, int, int, int]) -> Prepared:
         """The state after cropping the current image to ``box`` = ``(y0, y1, x0, x1)`` (its pixels)."""

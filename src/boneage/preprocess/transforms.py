@@ -19,6 +19,7 @@ from .config import (
 
 __all__ = [
     "check_usable",
+    "chroma",
     "reduce_long_side",
     "working_side",
     "normalize_intensity",
@@ -50,6 +51,17 @@ def to_grayscale(pixels: np.ndarray) -> np.ndarray:
             gray *= alpha / full
         return gray
     raise InvalidInputError(f"cannot convert an array of shape {pixels.shape} to grayscale")
+
+
+def chroma(pixels: np.ndarray) -> np.ndarray | None:
+    """How coloured each pixel of decoded pixels is, ``max(R, G, B) - min(R, G, B)`` in [0, 1]; None for a
+    grayscale image (what :func:`to_grayscale` drops)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return None
+    rgb = pixels[..., :3].astype(np.float32)
+    full = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, max(float(rgb.max()), 1.0))
+    return (rgb.max(axis=2) - rgb.min(axis=2)) / full
 
 
 def normalize_intensity(

@@ -14,12 +14,16 @@ round. A model that wants masked or cropped inputs says so in its
   targets), Dice and IoU.
 * :mod:`.segmenter`: :class:`HandSegmenter` (a small MONAI U-Net at a fixed input size plus the
   mask post-processing and the hand check), :func:`export_segmenter` / :func:`load_segmenter`.
+* :mod:`.recogniser`: :class:`HandRecogniser`, is this a hand radiograph at all (a small CNN classifier with
+  an out-of-distribution distance on its features); :mod:`.recognition_data` and
+  :mod:`.recognition_training`: what it learns from and how (``boneage train-recogniser``).
 * :mod:`.cleanup`: :class:`HandCleanup` and :func:`model_preprocessing`.
 * :mod:`.training`: :func:`train_segmenter` (the ``boneage train-segmenter`` command).
 * :mod:`.render`: mask outlines over an image (``boneage segment --overlay``, the contact sheet).
 """
 
 from .cleanup import HandCleanup, model_preprocessing, model_segmenter
+from .recogniser import HandRecogniser, NotAHandError, cached_recogniser, load_recogniser
 from .render import mask_outline, overlay_mask, segment_file
 from .segmenter import (
     SEGMENTER_FORMAT,
@@ -45,9 +49,12 @@ __all__ = [
     "FINGER_CHAINS",
     "SEGMENTER_FORMAT",
     "HandCleanup",
+    "HandRecogniser",
     "HandSegmenter",
+    "NotAHandError",
     "SegmenterSettings",
     "TrainingMasks",
+    "cached_recogniser",
     "cached_segmenter",
     "default_segmenter_path",
     "dice_score",
@@ -55,6 +62,7 @@ __all__ = [
     "iou_score",
     "keypoint_radius",
     "keypoints_inside",
+    "load_recogniser",
     "load_segmenter",
     "mask_outline",
     "model_preprocessing",

@@ -3,8 +3,10 @@ its stored config.
 
 :class:`HandCleanup` is the step between the working resolution and the final resize
 (:mod:`boneage.preprocess.pipeline`): it runs the U-Net once on the current image, checks that there is
-a hand (:meth:`HandSegmenter.check_prepared`, when asked: inference checks, building a training set does
-not, since a hand's image the check refuses still teaches the model), and masks and crops as the config
+a hand radiograph (when asked: inference checks, building a training set does not, since a hand's image the
+check refuses still teaches the model): first the hand-radiograph recogniser (:mod:`.recogniser`: is this a
+radiograph of a hand at all, or a chest, a CT slice, a photograph...?), then the segmenter's mask checks
+(:meth:`HandSegmenter.check_prepared`), and masks and crops as the config
 says (:func:`~boneage.preprocess.masks.clean_up_hand`), recording the crop so that evidence can be
 mapped back onto the radiograph. For a model that uses no mask it only checks.
 
@@ -19,24 +21,30 @@ import dataclasses
 from ..errors import ModelLoadError
 from ..preprocess import Compose, Prepared, PreprocessConfig, build_preprocessing
 from ..preprocess.masks import clean_up_hand
+from .recogniser import HandRecogniser, cached_recogniser
 from .segmenter import HandSegmenter, cached_segmenter
 
 __all__ = ["HandCleanup", "model_preprocessing", "model_segmenter"]
 
 
 class HandCleanup:
-    """Find the hand, check it (``check``), mask and crop it as ``config`` says (see the module docstring)."""
+    """Check that the image is a hand radiograph (``check``: the recogniser, then the segmenter's mask
+    checks), find the hand, mask and crop it as ``config`` says (see the module docstring)."""
 
-    def __init__(self, segmenter: HandSegmenter, config: PreprocessConfig, *, check: bool):
-        self.segmenter, self.config, self.check = segmenter, config, bool(check)
+    def __init__(self, segmenter: HandSegmenter, config: PreprocessConfig, *, check: bool,
+                 recogniser: HandRecogniser | None = None):
+        self.segmenter, self.config, self.check, self.recogniser = segmenter, config, bool(check), recogniser
 
     def __call__(self, state: Prepared) -> Prepared:
         segmenter, config = self.segmenter, self.config
+        evidence = None
+        if self.check and self.recogniser is not None:  # first: what is this image at all?
+            evidence = self.recogniser.check(state.image, state.chroma, state.source)
         image = segmenter.prepare(state.image, state.source)
         probabilities = segmenter.prepared_probabilities(image)
-        evidence = None
         if self.check:
-            evidence = segmenter.check_prepared(image, state.source, probabilities, allow_inverted=config.fix_inversion)
+            evidence = {**(evidence or {}), **segmenter.check_prepared(
+                image, state.source, probabilities, allow_inverted=config.fix_inversion)}
         if not config.uses_segmenter:
             return dataclasses.replace(state, hand=evidence)
         mask = segmenter.mask_from_probabilities(probabilities, state.image.shape, state.source)
@@ -67,11 +75,12 @@ def model_segmenter(config: PreprocessConfig, *, record_version: bool = False) -
 def model_preprocessing(config: PreprocessConfig, *, check_hand: bool = True) -> Compose:
     """A model's whole preprocessing from its stored config: the steps of
     :func:`~boneage.preprocess.build_preprocessing` with :class:`HandCleanup` where a mask is used, or,
-    with ``check_hand``, where the shipped segmenter checks that there is a hand."""
+    with ``check_hand``, where the shipped recogniser and segmenter check that it is a hand radiograph."""
+    recogniser = cached_recogniser("default") if check_hand else None
     if config.uses_segmenter:
-        step = HandCleanup(model_segmenter(config), config, check=check_hand)
+        step = HandCleanup(model_segmenter(config), config, check=check_hand, recogniser=recogniser)
     elif check_hand:
-        step = HandCleanup(cached_segmenter("default"), config, check=True)
+        step = HandCleanup(cached_segmenter("default"), config, check=True, recogniser=recogniser)
     else:
         step = None
     return build_preprocessing(config, step)

@@ -39,7 +39,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
-from .config import DATA_DIR_ENV, configure_logging, data_folder, resolve_database_url
+from .config import DATA_DIR_ENV, configure_logging, data_folder, resolve_database_url, spool_uploads_into
 from .context import Service, Settings
 from .handlers import add_error_handlers
 from .routes import api_router
@@ -135,11 +135,13 @@ def serve(
 
     ``data_dir`` defaults to ``$BONEAGE_DATA_DIR``, ``api_token`` to ``$BONEAGE_API_TOKEN`` and
     ``database_url`` to ``$BONEAGE_DATABASE_URL`` (else SQLite in the data directory); with no data
-    directory, :class:`~boneage.errors.InvalidInputError`.
+    directory, :class:`~boneage.errors.InvalidInputError`. Large uploads are spooled inside the data
+    directory (``uploads/``, emptied on start), never in the system's temporary folder.
     """
     import uvicorn
 
     data_dir = data_folder(data_dir)
+    spool_uploads_into(data_dir)
     api_token = api_token or os.environ.get(API_TOKEN_ENV) or None
     database_url = resolve_database_url(database_url)
     configure_logging(log_level)

@@ -33,6 +33,24 @@ def data_folder(value: str | Path | None, noun: str = "directory") -> Path:
     return folder
 
 
+UPLOADS_DIRNAME = "uploads"
+
+
+def spool_uploads_into(data_dir: Path) -> Path:
+    """Make ``<data_dir>/uploads`` the folder where this process spools large request bodies (Starlette keeps
+    an upload above 1 MB in a temporary file), emptied of what a killed server left there: an upload in flight
+    never lies outside the data folder, and never stays. Call it once, in the server's own process."""
+    import tempfile
+
+    folder = data_dir / UPLOADS_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.iterdir():
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+    tempfile.tempdir = str(folder)
+    return folder
+
+
 def resolve_database_url(value: str | None) -> str | None:
     """``value``, else ``$BONEAGE_DATABASE_URL``, else None (SQLite in the data folder)."""
     from .store import DATABASE_URL_ENV

@@ -88,6 +88,20 @@ def _assessment_from_record(record: dict, picture: np.ndarray | None):
     return assessment
 
 
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove what a killed process left of :func:`~boneage.utils.atomic_write` in ``folder`` (its
+    ``.NAME.PID-THREAD-ID.tmp`` files), once they are an hour old (another process on the same data
+    directory may be writing a younger one). Renders are written beside their target, in the data directory."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for leftover in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+
+
 class Service:
     """The model, the store and the rendering of one running application."""
 
@@ -96,6 +110,7 @@ class Service:
         self.store = AssessmentStore(data_dir, database_url)
         self.renders = self.store.data_dir / RENDERS_DIRNAME
         self.renders.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(self.renders)
         self.limiter = anyio.CapacityLimiter(WORKER_THREADS)
         self.pending = threading.BoundedSemaphore(MAX_PENDING_UPLOADS)
         self.model_info = {"name": self.assessor.model_info["name"], "version": self.assessor.model_info["version"]}
@@ -182,7 +197,20 @@ class Service:
 
         record = self.store.get(assessment_id)
         picture = np.asarray(Image.open(io.BytesIO(self.image_png(record["id"]))))
-        return render_report(_assessment_from_record(record, picture), "pdf")
+        assessment = _assessment_from_record(record, picture)
+        if assessment.evidence is not None:  # its page 2: the radiograph without the overlay
+            assessment.radiograph = self._radiograph(record)
+        return render_report(assessment, "pdf")
+
+    def _radiograph(self, record: dict) -> np.ndarray | None:
+        """The stored image as read, for display (:func:`~boneage.explain.display_image`), or None."""
+        from ..api import read_radiograph
+        from ..explain import display_image
+
+        try:
+            return display_image(read_radiograph(self.store.image_path(record["id"]), name=record["id"]).image.pixels)
+        except BoneAgeError:
+            return None
 
 
 def _chart(result: dict) -> bytes:

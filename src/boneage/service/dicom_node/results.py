@@ -77,21 +77,36 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+MIN_PICTURE_WIDTH = 512  # narrower pictures are widened (whole-pixel enlargement, then black margins)
+
+
+def _at_least(picture: np.ndarray, width: int) -> np.ndarray:
+    """``picture`` (RGB) at least ``width`` wide, its pixels as they are: enlarged by a whole factor (each
+    pixel repeated, no interpolation) while that fits, then centred between black margins."""
+    factor = max(1, width // picture.shape[1])
+    if factor > 1:
+        picture = np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
+    if picture.shape[1] < width:
+        left = (width - picture.shape[1]) // 2
+        picture = np.pad(picture, ((0, 0), (left, width - picture.shape[1] - left), (0, 0)))
+    return picture
+
+
 def result_picture(assessment, *, for_processing: bool = False) -> np.ndarray:
-    """The Secondary Capture's pixels: the evidence overlay (else the radiograph) as RGB with the
-    numbers of :func:`result_lines` written on a black band below it -> ``(H, W, 3)`` uint8."""
+    """The Secondary Capture's pixels: the evidence overlay (else the radiograph) as RGB, at its own
+    resolution (:func:`~boneage.explain.display_image`: the radiograph as read, at most 1024 px a side; one
+    narrower than 512 px is widened without resampling, see :func:`_at_least`), with the numbers of
+    :func:`result_lines` written on a black band below it -> ``(H, W, 3)`` uint8."""
     from PIL import Image, ImageDraw
 
     picture = assessment.evidence if assessment.evidence is not None else assessment.radiograph
     if picture is None:
-        picture = np.zeros((512, 512), dtype=np.uint8)
+        picture = np.zeros((MIN_PICTURE_WIDTH, MIN_PICTURE_WIDTH), dtype=np.uint8)
     picture = np.asarray(picture, dtype=np.uint8)
     if picture.ndim == 2:
         picture = np.repeat(picture[:, :, None], 3, axis=2)
-    width = max(picture.shape[1], 512)
-    if picture.shape[1] < width:  # small images are scaled up so the text stays readable
-        height = round(picture.shape[0] * width / picture.shape[1])
-        picture = np.asarray(Image.fromarray(picture).resize((width, height), Image.Resampling.BICUBIC))
+    picture = _at_least(picture, MIN_PICTURE_WIDTH)  # so that the text below stays readable
+    width = picture.shape[1]
     font_size = max(14, width // 45)
     font = _font(font_size)
     margin = font_size // 2

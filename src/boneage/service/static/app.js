@@ -145,6 +145,9 @@ async function showRecord(record) {
       ? "Evidence overlay: " + (evidence.label || "model evidence")
       : "Radiograph as read (this model offers no evidence overlay)";
   $("overlay-image").alt = evidence.available && !rejected ? "radiograph with the model's evidence overlay" : "radiograph";
+  $("overlay-reason").hidden = !rejected;
+  $("overlay-reason").textContent = rejected ? "Rejected: " + (result.rejection || "no bone age") : "";
+  $("overlay-size").textContent = "";
   $("model-bone-age").textContent = rejected ? "no bone age (image rejected)" : formatAge(record.bone_age_months) +
     " (" + fixed(record.bone_age_months, 1) + " months)";
   $("accept").disabled = rejected;
@@ -155,6 +158,9 @@ async function showRecord(record) {
   image.dataset.loaded = "";
   chart.dataset.loaded = "";
   await Promise.all([showImage(image, record.links.image), showImage(chart, record.links.chart)]);
+  // the picture is the radiograph at its own resolution (at most 1024 px a side): say so, and open it whole
+  if (image.naturalWidth) $("overlay-size").textContent = "(" + image.naturalWidth + " × " + image.naturalHeight + " px)";
+  $("image-full").href = state.objectUrls[image.id] || record.links.image;
 }
 
 function showDecisions(record) {
