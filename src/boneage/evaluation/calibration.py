@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Sample
-from ..errors import BoneAgeError, DatasetError, InvalidInputError, ModelLoadError
+from ..errors import DatasetError, InvalidInputError, ModelLoadError
 from ..inference import Predictor
+from .evaluate import predict_samples
 from .metrics import AGE_GROUPS_YEARS, age_group
 
 __all__ = [
@@ -299,32 +300,10 @@ def spread_informativeness(predicted, true, sd) -> dict:
 def predict_with_spread(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64,
                         progress: bool = False) -> tuple[list[Sample], np.ndarray, np.ndarray | None, list[dict]]:
     """Every sample through the model's own preprocessing -> ``(used samples, months, member SD or None,
-    skipped)``; as :func:`~boneage.evaluation.evaluate.evaluate_samples`, with the SD kept."""
-    used, skipped, months, spread = [], [], [], []
-    batches = range(0, len(samples), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        batches = tqdm(batches, desc="calibrating", unit="batch", leave=False)
-    for start in batches:
-        prepared, chunk = [], []
-        for sample in samples[start : start + batch_size]:
-            try:
-                prepared.append(predictor.prepare(sample.path))
-            except BoneAgeError as err:
-                skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
-                continue
-            chunk.append(sample)
-        if chunk:
-            m, sd = predictor.predict(prepared, [s.sex for s in chunk], batch_size=batch_size)
-            months.append(np.asarray(m, dtype=np.float64))
-            spread.append(None if sd is None else np.asarray(sd, dtype=np.float64))
-            used.extend(chunk)
-    if not used:
-        first = skipped[0]["error"] if skipped else "no samples"
-        raise DatasetError(f"no image could be assessed ({len(skipped)} unreadable; first: {first})")
-    sd_all = None if any(s is None for s in spread) else np.concatenate(spread)
-    return used, np.concatenate(months), sd_all, skipped
+    skipped)`` in float64 (:func:`~boneage.evaluation.evaluate.predict_samples`)."""
+    used, months, sd, skipped = predict_samples(predictor, samples, batch_size=batch_size, progress=progress,
+                                                what="assessed", desc="calibrating")
+    return used, months.astype(np.float64), None if sd is None else sd.astype(np.float64), skipped
 
 
 def _model_folder(model) -> Path:

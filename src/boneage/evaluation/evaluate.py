@@ -13,7 +13,7 @@ from ..utils import atomic_write
 from .metrics import compute_metrics
 from .plots import plot_agreement
 
-__all__ = ["EvaluationResult", "evaluate_collection", "evaluate_samples", "write_predictions"]
+__all__ = ["EvaluationResult", "evaluate_collection", "evaluate_samples", "predict_samples", "write_predictions"]
 
 
 @dataclasses.dataclass
@@ -24,16 +24,18 @@ class EvaluationResult:
     skipped: list[dict]  # {"id", "path", "error"} for images that could not be read
 
 
-def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64,
-                     progress: bool = False) -> EvaluationResult:
-    """Predict every sample, ``batch_size`` images at a time; unreadable images are skipped and listed,
-    never silently dropped."""
-    used, skipped, predicted = [], [], []
+def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False,
+                    what: str = "evaluated", desc: str = "evaluating",
+                    ) -> tuple[list[Sample], np.ndarray, np.ndarray | None, list[dict]]:
+    """Every sample through the model's own preprocessing, ``batch_size`` at a time -> ``(used samples, months,
+    member SD or None, skipped)``; unreadable images are skipped and listed (``{"id", "path", "error"}``), never
+    silently dropped; none readable is a DatasetError saying none could be ``what``."""
+    used, skipped, months, spread = [], [], [], []
     batches = range(0, len(samples), batch_size)
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
+        batches = tqdm(batches, desc=desc, unit="batch", leave=False)
     for start in batches:
         prepared, chunk = [], []
         for sample in samples[start : start + batch_size]:
@@ -44,12 +46,21 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size:
                 continue
             chunk.append(sample)
         if chunk:
-            predicted.append(predictor.predict(prepared, [s.sex for s in chunk], batch_size=batch_size)[0])
+            predicted, sd = predictor.predict(prepared, [s.sex for s in chunk], batch_size=batch_size)
+            months.append(predicted)
+            spread.append(sd)
             used.extend(chunk)
     if not used:
         first = skipped[0]["error"] if skipped else "no samples"
-        raise DatasetError(f"no image could be evaluated ({len(skipped)} unreadable; first: {first})")
-    predicted_months = np.concatenate(predicted)
+        raise DatasetError(f"no image could be {what} ({len(skipped)} unreadable; first: {first})")
+    sd_all = None if any(s is None for s in spread) else np.concatenate(spread)
+    return used, np.concatenate(months), sd_all, skipped
+
+
+def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64,
+                     progress: bool = False) -> EvaluationResult:
+    """Predict every sample (:func:`predict_samples`) and measure the predictions against the labels."""
+    used, predicted_months, _, skipped = predict_samples(predictor, samples, batch_size=batch_size, progress=progress)
     metrics = compute_metrics(predicted_months, [s.bone_age_months for s in used], [s.sex for s in used])
     metrics["n_skipped"] = len(skipped)
     return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted_months, skipped=skipped)
