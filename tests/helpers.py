@@ -43,3 +43,21 @@ def make_dicom(path, pixels, photometric="MONOCHROME2", sex="F", age="009Y", slo
         ds.PixelData = np.stack([pixels + k for k in range(frames)]).astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=preamble)
     return path
+
+
+def dicom_with_dates(path, birth="20150101", study="20240501", age="009Y", sex="F", name="Doe^Jane"):
+    """A phantom hand DICOM with birth and study dates and the patient and study fields a report shows."""
+    import pydicom
+
+    from boneage.data import hand_phantom
+
+    make_dicom(path, hand_phantom(110, sex, 96).astype(np.uint16) * 16, sex=sex, age=age)
+    ds = pydicom.dcmread(path)
+    if birth:
+        ds.PatientBirthDate = birth
+    if study:
+        ds.StudyDate = study
+    ds.PatientName, ds.PatientID, ds.AccessionNumber = name, "P123", "ACC42"
+    ds.StudyDescription, ds.InstitutionName = "XR HAND LEFT", "Test Hospital"
+    ds.save_as(path)
+    return path

@@ -17,7 +17,7 @@ from boneage.inference import Predictor
 from boneage.io import read_image
 from boneage.models import BoneAgeModel
 from boneage.preprocess import PreprocessConfig, build_preprocessing
-from tests.helpers import make_dicom
+from tests.helpers import dicom_with_dates
 
 _PRE = PreprocessConfig(image_size=(64, 64))
 
@@ -49,23 +49,8 @@ def hand_png(tmp_path):
     return path
 
 
-def _dicom_with_dates(path, birth="20150101", study="20240501", age="009Y", sex="F", name="Doe^Jane"):
-    import pydicom
-
-    make_dicom(path, hand_phantom(110, sex, 96).astype(np.uint16) * 16, sex=sex, age=age)
-    ds = pydicom.dcmread(path)
-    if birth:
-        ds.PatientBirthDate = birth
-    if study:
-        ds.StudyDate = study
-    ds.PatientName, ds.PatientID, ds.AccessionNumber = name, "P123", "ACC42"
-    ds.StudyDescription, ds.InstitutionName = "XR HAND LEFT", "Test Hospital"
-    ds.save_as(path)
-    return path
-
-
 def test_assess_uses_dicom_tags_and_gives_the_interval(tmp_path):
-    path = _dicom_with_dates(tmp_path / "hand.dcm")
+    path = dicom_with_dates(tmp_path / "hand.dcm")
     a = assess(path, model=FixedPredictor(months=140, sd=2.0), height_cm=132)
     assert a.status == "ok" and a.sex == "F" and a.sex_source == "dicom"
     assert a.chronological_age_source == "dicom_dates" and a.chronological_age_months == pytest.approx(111.97, abs=0.01)
@@ -86,7 +71,7 @@ def test_assess_uses_dicom_tags_and_gives_the_interval(tmp_path):
 
 
 def test_given_age_wins_over_dicom_and_the_difference_is_stated(tmp_path):
-    a = assess(_dicom_with_dates(tmp_path / "hand.dcm"), model=FixedPredictor(), age="8y")
+    a = assess(dicom_with_dates(tmp_path / "hand.dcm"), model=FixedPredictor(), age="8y")
     assert a.chronological_age_months == 96 and a.chronological_age_source == "argument"
     assert any("differs from the one in the file" in s for s in a.statements)
 
@@ -160,7 +145,7 @@ def test_source_names_the_image_in_messages(tmp_path, hand_png):
 
 
 def test_from_dict_rebuilds_a_stored_assessment_for_its_report(tmp_path):
-    a = assess(_dicom_with_dates(tmp_path / "hand.dcm"), model=FixedPredictor(months=140, sd=2.0),
+    a = assess(dicom_with_dates(tmp_path / "hand.dcm"), model=FixedPredictor(months=140, sd=2.0),
                age="9y4m", height_cm=132, explain=False)
     stored = json.loads(json.dumps(a.to_dict()))
     again = type(a).from_dict(stored, radiograph=a.radiograph)
@@ -173,7 +158,7 @@ def test_from_dict_rebuilds_a_stored_assessment_for_its_report(tmp_path):
 
 # -------------------------------------------------------------------------------------------- reports
 def test_pdf_and_html_reports(tmp_path):
-    path = _dicom_with_dates(tmp_path / "hand.dcm", name="Doe^<Jane>")
+    path = dicom_with_dates(tmp_path / "hand.dcm", name="Doe^<Jane>")
     a = assess(path, model=FixedPredictor(months=140, sd=2.0), age="9y4m", height_cm=132)
     pdf = write_report(a, tmp_path / "report.pdf")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 10_000

@@ -5,7 +5,6 @@ where used). The assessment of radiographs with a model is in tests/api/test_ass
 import datetime as dt
 import math
 
-import numpy as np
 import pytest
 
 from boneage.clinical import (
@@ -17,25 +16,9 @@ from boneage.clinical import (
     report_format,
     write_report,
 )
-from boneage.data import hand_phantom
 from boneage.errors import InvalidInputError
 from boneage.io import read_image
-from tests.helpers import make_dicom
-
-
-def _dicom_with_dates(path, birth="20150101", study="20240501", age="009Y", sex="F", name="Doe^Jane"):
-    import pydicom
-
-    make_dicom(path, hand_phantom(110, sex, 96).astype(np.uint16) * 16, sex=sex, age=age)
-    ds = pydicom.dcmread(path)
-    if birth:
-        ds.PatientBirthDate = birth
-    if study:
-        ds.StudyDate = study
-    ds.PatientName, ds.PatientID, ds.AccessionNumber = name, "P123", "ACC42"
-    ds.StudyDescription, ds.InstitutionName = "XR HAND LEFT", "Test Hospital"
-    ds.save_as(path)
-    return path
+from tests.helpers import dicom_with_dates
 
 
 # -------------------------------------------------------------------------------------------- ages
@@ -65,19 +48,19 @@ def test_format_age():
 
 
 def test_age_from_dicom_dates_then_patient_age(tmp_path):
-    meta = read_image(_dicom_with_dates(tmp_path / "a.dcm")).meta
+    meta = read_image(dicom_with_dates(tmp_path / "a.dcm")).meta
     months, source, statements = chronological_age_from_meta(meta)
     days = (dt.date(2024, 5, 1) - dt.date(2015, 1, 1)).days  # 3408 days
     assert source == "dicom_dates" and months == pytest.approx(days * 12 / 365.25, abs=0.01) and statements == []
-    meta = read_image(_dicom_with_dates(tmp_path / "b.dcm", birth=None, study=None)).meta
+    meta = read_image(dicom_with_dates(tmp_path / "b.dcm", birth=None, study=None)).meta
     assert chronological_age_from_meta(meta)[:2] == (108.0, "dicom_age")  # PatientAge 009Y
-    meta = read_image(_dicom_with_dates(tmp_path / "c.dcm", birth="20240601", study="20240501", age="")).meta
+    meta = read_image(dicom_with_dates(tmp_path / "c.dcm", birth="20240601", study="20240501", age="")).meta
     months, source, statements = chronological_age_from_meta(meta)
     assert months is None and source is None and "before the birth date" in statements[0]
 
 
 def test_dicom_reader_gives_patient_and_study_fields(tmp_path):
-    meta = read_image(_dicom_with_dates(tmp_path / "a.dcm")).meta
+    meta = read_image(dicom_with_dates(tmp_path / "a.dcm")).meta
     assert (meta.patient_name, meta.patient_id, meta.accession_number) == ("Doe^Jane", "P123", "ACC42")
     assert meta.study_description == "XR HAND LEFT" and meta.institution == "Test Hospital"
     assert meta.sop_instance_uid and meta.study_instance_uid is None  # make_dicom writes no study UID
