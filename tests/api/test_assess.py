@@ -227,3 +227,10 @@ def test_the_interval_comes_from_the_model_calibration(tmp_path, hand_png):
     assert low.uncertainty["low_months"] == 0.0 and low.uncertainty["sd_months"] is None  # clipped; a single model
     assert Assessment.from_dict(low.to_dict()).uncertainty["low_months"] == 0.0  # kept without a member SD
     assert "0.0 to" in write_report(low, tmp_path / "r.html").read_text()
+
+
+def test_the_same_file_twice_in_a_batch_is_assessed_twice(hand_png):
+    from boneage.api import Assessor
+
+    results = list(Assessor(FixedPredictor(months=120, sd=None)).assess_files([hand_png, hand_png], sex="F"))
+    assert [r.status for r in results] == ["ok", "ok"] and [r.bone_age_months for r in results] == [120, 120]

@@ -182,8 +182,8 @@ class Assessor:
             yield from self._assess_batch(paths[start : start + batch_size], inputs, explain)
 
     def _assess_batch(self, paths, inputs: Inputs, explain: bool) -> list[Assessment]:
-        results: list[Assessment] = []
-        ready: list[tuple[Assessment, Radiograph, Prepared]] = []
+        results: list[Assessment | None] = []
+        ready: list[tuple[int, str, str, Radiograph, Prepared]] = []  # (position, sex, sex source, image, prepared)
         for path in paths:
             try:
                 item = read_radiograph(path)
@@ -193,22 +193,21 @@ class Assessor:
             except BoneAgeError as err:
                 results.append(Assessment(status="rejected", source=str(path), rejection=str(err)))
                 continue
-            results.append(Assessment(status="ok", source=item.name, sex=sex, sex_source=sex_source,
-                                      image_sha256=item.sha256, model=dict(self.model_info)))
-            ready.append((results[-1], item, prepared))
+            ready.append((len(results), sex, sex_source, item, prepared))
+            results.append(None)
         if ready:
             with self.lock:
-                months, sd = self.predictor.predict([p for _, _, p in ready], [a.sex for a, _, _ in ready])
-            for k, (shell, item, prepared) in enumerate(ready):
-                result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), shell.sex, None, None)
-                for key in ("source", "sex", "sex_source", "image_sha256", "model"):
-                    setattr(result, key, getattr(shell, key))
+                months, sd = self.predictor.predict([r[4] for r in ready], [r[1] for r in ready])
+            for k, (position, sex, sex_source, item, prepared) in enumerate(ready):
+                result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), sex, None, None)
+                result.source, result.sex, result.sex_source = item.name, sex, sex_source
+                result.image_sha256, result.model = item.sha256, dict(self.model_info)
                 if explain:
                     with self.lock:
-                        evidence, _ = self._evidence(prepared, shell.sex, display_image(item.image.pixels))
+                        evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels))
                     if evidence is not None:
                         _attach(result, evidence)
-                results[results.index(shell)] = result
+                results[position] = result
         return results
 
 
