@@ -50,6 +50,8 @@ class Assessor:
         loaded = self.predictor.loaded
         self.model_info = {"name": loaded.name, "version": loaded.version,
                            "validation_mae_months": loaded.validation_mae}
+        # checked once, here: a malformed calibration is refused when the model is loaded, not at its first image
+        self.calibration = calibration_of(loaded.config, getattr(loaded, "source", None) or loaded.name)
 
     # ------------------------------------------------------------------------------------ one image
     def assess(self, radiograph, *, sex=None, age=None, height_cm=None, inputs: Inputs | None = None,
@@ -124,8 +126,7 @@ class Assessor:
         """The bone age's interval and the sentence saying which it is: calibrated on held-out residuals when
         the model's config has a calibration (``boneage calibrate``); else, labelled as uncalibrated, the
         bone age +/- 1.96 SD across the ensemble's members; else none."""
-        loaded = self.predictor.loaded
-        calibration = calibration_of(loaded.config, getattr(loaded, "source", None) or self.model_info["name"])
+        calibration = self.calibration
         if calibration is not None:
             low, high = calibrated_interval(months, sex, sd, calibration)
             return ({"low_months": low, "high_months": high, "level": float(calibration["level"]), "sd_months": sd,
