@@ -1,5 +1,5 @@
 """RUS-CHN stage scores, totals and the score-to-age curve on hand-computed examples (values quoted from
-clinical/data/rus_chn_scores_and_polynomial.json)."""
+data/rus_chn_scores_and_polynomial.json)."""
 
 import math
 
