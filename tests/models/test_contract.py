@@ -39,7 +39,10 @@ def test_outputs_match_the_declared_capabilities(name):
         features = model.forward_features(torch.randn(2, 1, SIZE, SIZE))
     assert isinstance(out, ModelOutput) and out.bone_age_months.shape == (2,)
     assert features.ndim == 4 and features.shape[0] == 2  # (N, F, h, w): the last feature map
-    assert (out.rois is not None) == ("rois" in caps.evidence) == (model.keypoint_box_size((SIZE, SIZE)) is not None)
+    assert (out.rois is not None) == ("rois" in caps.evidence)
+    # ROIs around keypoints have a box size; a per-bone model places each bone's box by its own geometry
+    assert (model.keypoint_box_size((SIZE, SIZE)) is not None) == (out.rois is not None and not caps.per_bone)
+    assert (out.bones is not None) == caps.per_bone
     if out.rois is not None:
         assert out.rois.shape[:2] == out.roi_scores.shape and out.rois.shape[2] == 4
     assert (out.attention_maps is not None) == ("attention" in caps.evidence)

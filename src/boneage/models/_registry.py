@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import InvalidInputError
 from .base import BoneAgeModel
 
-__all__ = ["register_model", "create_model", "list_models", "model_description"]
+__all__ = ["register_model", "create_model", "list_models", "model_defaults", "model_description"]
 
 _MODELS: dict[str, Callable[..., BoneAgeModel]] = {}
 
@@ -33,6 +33,12 @@ def list_models() -> list[str]:
 def model_description(name: str) -> str:
     doc = (_MODELS[name].__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
+
+
+def model_defaults(name: str) -> dict:
+    """Training defaults a model family declares on its factory (``fn.defaults``, e.g. its head); {} if none
+    or an unknown name (create_model reports that)."""
+    return dict(getattr(_MODELS.get(name), "defaults", {}))
 
 
 def create_model(name: str, **kwargs) -> BoneAgeModel:

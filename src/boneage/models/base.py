@@ -12,7 +12,8 @@ A model is a :class:`BoneAgeModel`:
 * ``capabilities``: what it offers (:class:`Capabilities`);
 * ``cam_layers()``: the modules whose output Grad-CAM weighs (empty when it offers no Grad-CAM);
 * ``attention_names()``: the names of its attention maps, in the order of ``ModelOutput.attention_maps``;
-* ``keypoint_box_size(image_hw)``: the keypoint box its ROIs are trained on (None without ROIs).
+* ``keypoint_box_size(image_hw)``: the keypoint box its ROIs are trained on (None without ROIs, and for a
+  per-bone model, whose boxes follow each bone's own geometry).
 
 ``tests/models/test_contract.py`` checks every registered model against this.
 """
@@ -38,7 +39,9 @@ class Capabilities:
     regions it pooled, ``'attention'``: its attention maps, ``'gradcam'``: Grad-CAM on ``cam_layers()``);
     ``needs_keypoints``: it trains on hand keypoints; ``ensemble``: it averages member models (its
     output has ``member_months``, whose spread is an uncertainty); ``per_bone``: its output has per-bone
-    results (``ModelOutput.bones``); ``partial_loss``: some parameters get no gradient from its loss
+    results (``ModelOutput.bones``); ``output_map``: its bone age is a monotone map of a raw output
+    (``extras['raw_months']``) fitted on the training images after training (:meth:`BoneAgeModel.fit_output_map`,
+    called by the trainer before export); ``partial_loss``: some parameters get no gradient from its loss
     (distributed training must look for unused parameters).
     """
 
@@ -46,6 +49,7 @@ class Capabilities:
     needs_keypoints: bool = False
     ensemble: bool = False
     per_bone: bool = False
+    output_map: bool = False
     partial_loss: bool = False
 
     def __post_init__(self):
@@ -100,6 +104,10 @@ class BoneAgeModel(nn.Module):
 
     def init_from_labels(self, months: torch.Tensor) -> None:
         """Start the output layers at the prior of the training labels (a no-op unless overridden)."""
+
+    def fit_output_map(self, raw_months, months, male) -> None:
+        """Fit the map from the raw output to the bone age on the training images (models with ``output_map``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no output map")
 
     def cam_layers(self) -> list[nn.Module]:
         return []

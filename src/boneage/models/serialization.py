@@ -40,6 +40,8 @@ __all__ = [
     "export_model",
     "load_checkpoint",
     "load_model",
+    "SHIPPED_MODELS",
+    "shipped_model_path",
     "save_checkpoint",
     "write_model_config",
 ]
@@ -125,6 +127,15 @@ def default_model_path() -> Path:
     return default_artifact_path(MODEL_FORMAT)
 
 
+# Models shipped in the package, selectable by name (``--model rus-chn``): name -> folder under boneage/weights.
+SHIPPED_MODELS = {"default": "default", "rus-chn": "rus-chn"}
+
+
+def shipped_model_path(name: str) -> Path:
+    """The folder of the shipped model called ``name`` (see :data:`SHIPPED_MODELS`)."""
+    return default_model_path().parent / SHIPPED_MODELS[name]
+
+
 def _build(config: dict, state_dict: dict, source: str) -> LoadedModel:
     spec = config.get("model")
     if not isinstance(spec, dict) or "name" not in spec:
@@ -146,8 +157,13 @@ def _build(config: dict, state_dict: dict, source: str) -> LoadedModel:
 
 
 def load_model(spec: str | Path | None = None) -> LoadedModel:
-    """Load a model from ``None``/``'default'`` (the shipped one), an exported folder, a
+    """Load a model from ``None``/``'default'`` (the shipped one), the name of another shipped model
+    (:data:`SHIPPED_MODELS`, e.g. ``'rus-chn'``, unless a path of that name exists), an exported folder, a
     ``.safetensors`` file with ``config.json`` beside it, or a training checkpoint (``.pt``)."""
+    if spec is not None and str(spec) in SHIPPED_MODELS and str(spec) != "default" and not Path(spec).exists():
+        spec = shipped_model_path(str(spec))
+        if not spec.exists():
+            raise ModelLoadError(f"the shipped model {spec.name!r} is not in this installation ({spec})")
     if spec is not None and str(spec) != "default":
         path = Path(spec)
         if not path.exists():
