@@ -155,3 +155,25 @@ def destination(value: str):
     from ..service.dicom_node import parse_destination
 
     return _checked(parse_destination, value)
+
+
+def name_list(value: str) -> list[str]:
+    """Comma-separated names: ``detector,stages`` -> ``['detector', 'stages']``."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {value!r}")
+    return names
+
+
+def key_value(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with the value read as JSON when it parses (``cascade=2``, ``attention=false``), else text."""
+    import json
+
+    key, sep, text = value.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {value!r}")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    return key.strip(), parsed

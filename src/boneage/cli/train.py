@@ -17,6 +17,7 @@ HELP = "train a model (torchrun-compatible for several GPUs)"
 def arguments(p) -> None:
     _data_arguments(p.add_argument_group("data"))
     _model_arguments(p.add_argument_group("model"))
+    _transfer_arguments(p.add_argument_group("transfer learning"))
     _hand_arguments(p.add_argument_group("hand clean-up (stored with the model; predict applies it the same way)"))
     _augment_arguments(p.add_argument_group("augmentation"))
     _optimisation_arguments(p.add_argument_group("optimisation"))
@@ -36,6 +37,18 @@ def _data_arguments(d) -> None:
                    help="hand keypoints (COCO JSON or its folder) supervising an ALA-Net's region proposal network")
     d.add_argument("--annotated-only", action="store_true",
                    help="train on the images that have keypoints only (an RPN trained alone: --model alanet18_rpn)")
+    d.add_argument("--stage-labels", default=None, metavar="CSV",
+                   help="per-bone RUS-CHN stage labels (CSV id,bone,stage; bones as in 'boneage models') for --model rus_chn")
+
+
+def _transfer_arguments(t) -> None:
+    t.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from the weights of this model folder or checkpoint whose names and shapes match "
+                        "(the rest are reported)")
+    t.add_argument("--freeze", type=_args.name_list, default=[], metavar="MODULES",
+                   help="comma-separated module prefixes to train no further (e.g. detector, backbone)")
+    t.add_argument("--init-lr-scale", type=_args.positive_float, default=1.0, metavar="F",
+                   help="learning rate of the weights loaded by --init, as a fraction of --lr")
 
 
 def _model_arguments(m) -> None:
@@ -43,7 +56,11 @@ def _model_arguments(m) -> None:
     from ..preprocess.config import NORMALIZATIONS, RESIZE_POLICIES
 
     m.add_argument("--model", default="global_resnet18", help="registered model name (see 'boneage models')")
-    m.add_argument("--head", default="ordinal", choices=HEADS)
+    m.add_argument("--head", default=None, choices=(*HEADS, "stages"),
+                   help="the output head (default: the model's own: ordinal, or stages for rus_chn)")
+    m.add_argument("--model-option", action="append", type=_args.key_value, default=[], metavar="KEY=VALUE",
+                   help="a keyword of the model's factory, the value read as JSON when it parses "
+                        "(e.g. detector_options='{\"sac\": true}'); repeatable")
     m.add_argument("--width", type=_args.positive_float, default=0.5, help="ResNet width factor (1.0 = standard)")
     m.add_argument("--max-pool", action=argparse.BooleanOptionalAction, default=False,
                    help="keep the ResNet stem's max pooling (default: off, for features twice as fine at small inputs)")
@@ -123,11 +140,16 @@ def train_config(args):
         crop_margin=args.crop_margin, fix_inversion=args.fix_inversion,
         contrast="hand" if args.hand_contrast else "image", segmenter=args.segmenter,
     )
+    from ..models import model_defaults
+
+    model_kwargs = {"max_pool": args.max_pool, **dict(args.model_option)}
+    head = args.head or model_defaults(args.model).get("head", "ordinal")
     return TrainConfig(
         out_dir=args.out_dir, images=args.images, labels=args.labels, manifest=args.manifest,
         val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
         cache_dir=args.cache_dir, keypoints=args.keypoints, annotated_only=args.annotated_only, model=args.model,
-        head=args.head, width=args.width, label_range=args.label_range, model_kwargs={"max_pool": args.max_pool},
+        head=head, width=args.width, label_range=args.label_range, model_kwargs=model_kwargs,
+        stage_labels=args.stage_labels, init=args.init, freeze=args.freeze, init_lr_scale=args.init_lr_scale,
         preprocess=preprocess, augment=augment, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, val_every=args.val_every,

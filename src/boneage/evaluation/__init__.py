@@ -3,6 +3,7 @@
 from .calibration import calibrated_interval, calibration_of, fit_calibration
 from .detection import (
     average_precision,
+    bone_detection_metrics,
     detection_metrics,
     ossification_hits,
     roi_detection_metrics,
@@ -15,6 +16,7 @@ __all__ = [
     "calibration_of",
     "fit_calibration",
     "average_precision",
+    "bone_detection_metrics",
     "detection_metrics",
     "ossification_hits",
     "roi_detection_metrics",

@@ -34,12 +34,17 @@ class TrainConfig:
     cache_dir: str | None = None  # where decoded images are cached as .npy
     keypoints: str | None = None  # hand keypoints (COCO JSON or its folder): RPN supervision for ALA-Net
     annotated_only: bool = False  # train on the images with keypoints only (an RPN trained alone)
+    stage_labels: str | None = None  # per-bone RUS-CHN stage labels (CSV id,bone,stage) for per-bone models
     # model
     model: str = "global_resnet18"
     head: str = "ordinal"
     width: float = 0.5
     label_range: tuple[float, float] = (0.0, 228.0)
     model_kwargs: dict = dataclasses.field(default_factory=lambda: {"max_pool": False})
+    # transfer learning: start from another model's matching weights, freeze module prefixes
+    init: str | None = None
+    freeze: list = dataclasses.field(default_factory=list)
+    init_lr_scale: float = 1.0  # learning rate of the loaded (and not frozen) weights, as a fraction of lr
     # preprocessing and augmentation
     preprocess: PreprocessConfig = dataclasses.field(default_factory=lambda: PreprocessConfig(image_size=(100, 100)))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)

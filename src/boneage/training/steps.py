@@ -27,22 +27,34 @@ __all__ = [
 ]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: with weight decay, and without (biases, norms, 1-D)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None, loaded=(), loaded_lr: float | None = None
+                 ) -> list[dict]:
+    """Trainable parameters in groups: with weight decay and without (biases, norms, 1-D); with ``loaded``
+    (names of weights taken from another model) and ``loaded_lr``, those get a group of their own at that rate."""
+    loaded = set(loaded) if loaded_lr is not None and loaded_lr != lr else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        key = (param.ndim > 1 and not name.endswith(".bias"), name in loaded)
+        groups.setdefault(key, []).append(param)
+    out = []
+    for (decays, is_loaded), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if is_loaded:
+            group["lr"] = loaded_lr
+        out.append(group)
+    return out
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov momentum 0.9) over ``model``'s parameter groups, as ``config`` says."""
+def build_optimizer(model: nn.Module, config: TrainConfig, loaded=()) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov momentum 0.9) over ``model``'s parameter groups, as ``config`` says (the
+    weights ``loaded`` by ``--init`` at ``lr * init_lr_scale``)."""
+    groups = param_groups(model, config.weight_decay, config.lr, loaded, config.lr * config.init_lr_scale)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+        return torch.optim.AdamW(groups, lr=config.lr)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
     raise InvalidInputError(f"optimizer must be adamw or sgd, got {config.optimizer!r}")
 
 

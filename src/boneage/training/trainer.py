@@ -33,15 +33,17 @@ import torch.nn as nn
 
 from .. import __version__
 from ..data import apply_split, load_hand_keypoints, load_images, load_split, samples_summary, save_split, split_samples
+from ..data.rus_chn import BONES, load_stage_labels
 from ..errors import InvalidInputError
-from ..evaluation import compute_metrics, plot_agreement, roi_detection_metrics
-from ..inference import predict_images
+from ..evaluation import bone_detection_metrics, compute_metrics, plot_agreement, roi_detection_metrics
+from ..inference import predict_bones, predict_images
 from ..models import create_model, export_model, load_checkpoint, load_model, save_checkpoint, write_model_config
 from ..preprocess import augment_batch, to_model_input
 from ..utils import atomic_write, autocast
 from .config import TrainConfig
 from .distributed import Distributed, hardware_description
 from .steps import batch_points, build_optimizer, ema_update, input_points, load_samples, lr_lambda, training_pipeline
+from .transfer import freeze, frozen_modules_eval, load_matching_weights, stage_label_tensor
 
 __all__ = ["Trainer", "train", "hardware_description"]
 
@@ -77,6 +79,7 @@ class TrainData:
     val_sex: list | None = None
     train_points: list | None = None  # per image: ROI keypoints in model-input pixels, or None
     val_points: list | None = None
+    train_stage_labels: torch.Tensor | None = None  # (N, 13) per-bone stages, -1 where unknown
 
 
 @dataclasses.dataclass
@@ -102,6 +105,7 @@ class Trainer:
         self.model = self.ema = self.train_module = None
         self.optimizer = self.scheduler = self.generator = None
         self.steps_per_epoch = 0
+        self.loaded_names: list[str] = []  # weights taken from --init
         self.start_epoch, self.best_mae, self.history, self.step = 0, float("inf"), [], 0
         self.started = time.time()
         self.stop = False  # max_steps reached
@@ -176,11 +180,25 @@ class Trainer:
         """Create the model the recipe names (its initial weights from the seeded torch RNG)."""
         spec = self.config.model_spec()
         self.model = create_model(spec["name"], **spec["kwargs"])
+        self.transfer()
+
+    def transfer(self) -> None:
+        """``--init``: the matching weights of another model (a new run only; a resumed one has its own);
+        ``--freeze``: no gradients for the named modules."""
+        config = self.config
+        if config.init and self.checkpoint is None:
+            report = load_matching_weights(self.model, config.init)
+            self.loaded_names = report.loaded
+            self.log(report.summary())
+        if config.freeze:
+            frozen = freeze(self.model, config.freeze)
+            self.log(f"--freeze {','.join(config.freeze)}: {len(frozen)} parameter tensors frozen")
 
     def load_data(self) -> None:
         """Keypoints for RPN models, the split on record, then every image decoded once into memory."""
         pipeline = training_pipeline(self.config.preprocess, self.uses_keypoints)
         self.load_keypoints()
+        self.load_stage_labels()
         self.record_split()
         self.decode_images(pipeline)
 
@@ -206,6 +224,19 @@ class Trainer:
         data.val_points = input_points(data.val_samples, annotations, config.preprocess)
         self.log(f"keypoints: {sum(p is not None for p in data.train_points)} training and "
                  f"{sum(p is not None for p in data.val_points)} validation images annotated ({config.keypoints})")
+
+    def load_stage_labels(self) -> None:
+        """``--stage-labels``: per-bone stage labels for the training images (per-bone models only)."""
+        config, data = self.config, self.data
+        if not config.stage_labels:
+            return
+        if not self.model.capabilities.per_bone:
+            raise InvalidInputError(f"--stage-labels applies to per-bone models (rus_chn), not {config.model}")
+        data.train_stage_labels = stage_label_tensor(data.train_samples, load_stage_labels(config.stage_labels), BONES)
+        labelled = int((data.train_stage_labels >= 0).any(1).sum())
+        if not labelled:
+            raise InvalidInputError(f"--stage-labels {config.stage_labels}: no training image's id is in it")
+        self.log(f"stage labels: {int((data.train_stage_labels >= 0).sum())} bones of {labelled} training images")
 
     def record_split(self) -> None:
         """A new run's split and recipe, written by rank 0 (every rank drew the same split)."""
@@ -240,7 +271,7 @@ class Trainer:
     def build_optimizer(self) -> None:
         """Optimiser, warmup + cosine schedule over every step, and this rank's augmentation generator."""
         config = self.config
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(self.model, config, self.loaded_names)
         per_rank = len(self.data.train_samples) // self.dist.world_size
         self.steps_per_epoch = max(1, per_rank // config.batch_size)
         total_steps = self.steps_per_epoch * config.epochs
@@ -299,6 +330,7 @@ class Trainer:
         """One pass over this rank's shard of the epoch's seeded permutation (to ``max_steps`` at most)."""
         config = self.config
         self.model.train()
+        frozen_modules_eval(self.model)
         stats = EpochStats(started=time.time())
         order = torch.randperm(len(self.data.train_samples), generator=torch.Generator().manual_seed(config.seed + 7919 * epoch))
         shard = order[self.dist.rank :: self.dist.world_size][: self.steps_per_epoch * config.batch_size]
@@ -338,13 +370,15 @@ class Trainer:
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = {"bone_age_months": data.train_age[index].to(self.device), "male": data.train_male[index].to(self.device)}
+        if data.train_stage_labels is not None:
+            batch["stage_labels"] = data.train_stage_labels[index].to(self.device)
         extra = {}
         if self.uses_keypoints:
             extra["keypoints"] = batch_points(data.train_points, index, theta, x.shape[-2:])
         with autocast(self.device, config.precision):
             outputs = self.train_module(x, batch["male"], **extra)
         parts = self.model.compute_loss(outputs, batch)
-        part_values = {name: float(value) for name, value in parts.items() if name != "loss"}
+        part_values = {name: float(value.detach()) for name, value in parts.items() if name != "loss"}
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         if config.grad_clip:
@@ -465,6 +499,8 @@ class Trainer:
         loaded = load_model(self.best_path)
         config = loaded.config
         epoch = config["metrics"]["epoch"]
+        if loaded.model.capabilities.output_map:
+            self.fit_output_map(loaded)
         model_dir = self.out_dir / "model"
         export_model(model_dir, loaded.model, config, dtype=torch.float16)
         exported = load_model(model_dir)
@@ -474,15 +510,29 @@ class Trainer:
         config["metrics"] = {"validation": metrics, "epoch": epoch,
                              "measured_on": f"exported float16 weights, test-time augmentation: {exported.tta}"}
         if data.val_points is not None and any(p is not None for p in data.val_points):
-            detection = roi_detection_metrics(exported.model, data.val_images, data.val_points, males, exported.preprocess)
+            per_bone = exported.model.capabilities.per_bone
+            measure = bone_detection_metrics if per_bone else roi_detection_metrics
+            detection = measure(exported.model, data.val_images, data.val_points, males, exported.preprocess)
             config["metrics"]["detection"] = detection
-            self.log(f"ROI detection on {detection['n_images']} annotated validation images: AP {detection['ap']:.1f}, "
-                     f"AP50 {detection['ap50']:.1f}, AP75 {detection['ap75']:.1f}")
+            self.log(f"{'bone box' if per_bone else 'ROI'} detection on {detection['n_images']} annotated validation "
+                     f"images: AP {detection['ap']:.1f}, AP50 {detection['ap50']:.1f}, AP75 {detection['ap75']:.1f}")
         write_model_config(model_dir, config)
         atomic_write(model_dir / "split.json", (self.out_dir / "split.json").read_bytes())
         self.write_validation_outputs(predictions, metrics, config["name"])
         self.log(f"best epoch {epoch}: exported {model_dir}; validation MAE {metrics['mae_months']:.2f} months")
         return {"model_dir": str(model_dir), "val_metrics": metrics}
+
+    def fit_output_map(self, loaded) -> None:
+        """Fit the model's map from its raw output to the bone age on the training images (not augmented)."""
+        data = self.data
+        males = data.train_male.numpy()
+        raw = predict_bones(loaded.model, data.train_images.numpy(), males, loaded.preprocess,
+                            batch_size=self.config.eval_batch_size)["raw_months"]
+        loaded.model.fit_output_map(raw, data.train_age.numpy(), males)
+        loaded.config.setdefault("output_map", {}).update(
+            {"fitted_on": f"{len(raw)} training images", "method": "isotonic regression per sex of the label on the "
+             "raw RUS-CHN age (months), kept at 64 quantiles"})
+        self.log(f"output map fitted on {len(raw)} training images (raw RUS-CHN age -> G&P-equivalent bone age)")
 
     def write_validation_outputs(self, predictions: np.ndarray, metrics: dict, name: str) -> None:
         """``val_predictions.csv``, ``val_agreement.png`` and ``val_metrics.json`` of the exported model."""
