@@ -59,3 +59,22 @@ def tiny_alanet_dir(tmp_path_factory) -> Path:
     """An exported (untrained) small ALA-Net: ROIs for evidence and plumbing tests."""
     return export_tiny_model(tmp_path_factory.mktemp("tiny_alanet"), "tiny-alanet-test", "alanet18", width=0.25, head="ordinal",
                              max_pool=False)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (install Debian's chromium: apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; no browser download is needed)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -3,7 +3,9 @@
 Every model offers the kinds of evidence its :class:`~boneage.models.Capabilities` name, most telling
 first, and :func:`explain_image` draws the first one:
 
-* ``'rois'`` (ALA-Net, or an ensemble holding one): the anatomical ROIs it pooled, drawn as boxes;
+* ``'rois'`` (ALA-Net, or an ensemble holding one): the anatomical ROIs it pooled, drawn as boxes; a
+  per-bone model (the RUS-CHN pipeline) draws its 13 bones' boxes, each labelled with a short name and
+  the stage it was given (``R 9``, ``MC1 6``, ``PP3 8``, ``MP5 7``, ``DP1 6``);
 * ``'attention'`` (residual attention networks): the soft mask of every attention module (its channel
   mean, normalised) laid over the radiograph, one named panel per module (Att1_1, Att2_1, ...) tiled;
 * ``'gradcam'`` (ResNets and ensembles of them): Grad-CAM on the model's ``cam_layers()`` (Selvaraju et
@@ -32,6 +34,11 @@ from .utils import atomic_write, evaluating
 __all__ = ["Evidence", "attention_maps", "display_image", "explain_image", "gradcam", "save_evidence"]
 
 ROI_COLOUR = (255, 196, 0)
+# the RUS-CHN bones (boneage.data.rus_chn.BONES) as short labels: radius, ulna, metacarpals, proximal,
+# middle and distal phalanges of rays 1, 3 and 5
+BONE_LABELS = {"Radius": "R", "Ulna": "U", "MCPFirst": "MC1", "MCPThird": "MC3", "MCPFifth": "MC5", "PIPFirst": "PP1",
+               "PIPThird": "PP3", "PIPFifth": "PP5", "MIPThird": "MP3", "MIPFifth": "MP5", "DIPFirst": "DP1",
+               "DIPThird": "DP3", "DIPFifth": "DP5"}
 DISPLAY_MAX_SIDE = 1024
 MIN_CANVAS_SIDE = 256  # a smaller picture (a 100 px model input) is enlarged so that boxes and labels are legible
 PANEL_MAX_SIDE = 512  # attention panels: long side of each, so that six tile into a legible image
@@ -46,6 +53,7 @@ class Evidence:
     label: str  # one line for a reader
     overlay: np.ndarray
     rois: np.ndarray | None = None  # (R, 4) boxes in overlay pixels
+    roi_labels: list[str] | None = None  # per-bone models: each box's short bone name and stage ("MC1 6")
     roi_scores: np.ndarray | None = None
     heatmap: np.ndarray | None = None  # (h, w) in [0, 1] at the model input's size
     panels: list[str] | None = None  # attention: the module of each panel, in order
@@ -56,6 +64,8 @@ class Evidence:
         if self.rois is not None:
             data["rois"] = [[round(float(v), 1) for v in box] for box in self.rois]
             data["roi_scores"] = [round(float(s), 3) for s in self.roi_scores]
+        if self.roi_labels is not None:
+            data["roi_labels"] = list(self.roi_labels)
         if self.panels is not None:
             data["panels"] = list(self.panels)
         return data
@@ -285,6 +295,31 @@ def _roi_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
                     np.asarray(picture), rois=boxes, roi_scores=scores[0])
 
 
+def _bone_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
+    """A per-bone model's 13 bones: each box on the radiograph with its short name and stage on a dark tag."""
+    from PIL import Image, ImageDraw
+
+    from .data.rus_chn import BONES
+    from .inference import predict_bones
+
+    found = predict_bones(model, image[None], [male], preprocess)
+    boxes = canvas.boxes(found["boxes"][0])
+    labels = [f"{BONE_LABELS.get(name, name)} {int(stage)}" for name, stage in zip(BONES, found["stage"][0])]
+    picture = Image.fromarray(canvas.base.copy())
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(canvas.base.shape[:2]) / 300))
+    font = _font(max(10, round(max(canvas.base.shape[:2]) / 48)))
+    for box, label in zip(boxes, labels):
+        draw.rectangle([float(v) for v in box], outline=ROI_COLOUR, width=width)
+        left, top, right, bottom = draw.textbbox((float(box[0]), float(box[1])), label, font=font)
+        shift = bottom - top + 2 * width  # the tag sits just above its box, or inside it at the picture's top
+        shift = shift if top - shift >= 0 else -width
+        draw.rectangle([left - 1, top - shift - 1, right + 1, bottom - shift + 1], fill=(0, 0, 0))
+        draw.text((float(box[0]), float(box[1]) - shift), label, fill=ROI_COLOUR, font=font)
+    return Evidence("rois", "RUS-CHN bones and stages: the 13 bones found, each with its maturity stage (0-based)",
+                    np.asarray(picture), rois=boxes, roi_scores=found["box_scores"][0], roi_labels=labels)
+
+
 def _attention_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
     maps = attention_maps(model, image, male, preprocess)
     names = [name for name, _ in maps]
@@ -316,6 +351,8 @@ def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display:
     geometry = prepared if isinstance(prepared, Prepared) else None
     image = geometry.to_uint8() if geometry is not None else np.asarray(prepared)
     canvas = _canvas(image, geometry, loaded.preprocess, display)
+    if model.capabilities.per_bone:
+        return _bone_evidence(model, image, male, loaded.preprocess, canvas)
     return _DRAW[kinds[0]](model, image, male, loaded.preprocess, canvas)
 
 

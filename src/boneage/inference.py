@@ -20,7 +20,7 @@ from .preprocess import Prepared, PreprocessConfig, to_model_input
 from .segmentation import model_preprocessing
 from .utils import autocast, evaluating
 
-__all__ = ["TTA_MODES", "Predictor", "input_batches", "predict_images", "predict_rois"]
+__all__ = ["TTA_MODES", "Predictor", "input_batches", "predict_bones", "predict_images", "predict_rois"]
 
 TTA_MODES = (None, "none", "hflip")
 
@@ -96,6 +96,24 @@ def predict_rois(model: BoneAgeModel, images, males, preprocess: PreprocessConfi
     return torch.cat(boxes).numpy(), torch.cat(scores).numpy()
 
 
+@torch.inference_mode()
+def predict_bones(model: BoneAgeModel, images, males, preprocess: PreprocessConfig, *, batch_size: int = 64,
+                  device: str | torch.device = "cpu", precision: str = "fp32") -> dict[str, np.ndarray]:
+    """The per-bone results of a fine-grained model (``ModelOutput.bones``: boxes in model-input pixels,
+    stages, scores, totals, the raw age), each concatenated over the images. InvalidInputError for a model
+    without per-bone results."""
+    if not model.capabilities.per_bone:
+        raise InvalidInputError("this model gives no per-bone results (only the RUS-CHN pipeline, --model rus-chn, does)")
+    parts: dict[str, list] = {}
+    with evaluating(model):
+        for x, male in input_batches(images, males, preprocess, batch_size, torch.device(device)):
+            with autocast(torch.device(device), precision):
+                outputs = model(x, male)
+            for key, value in outputs.bones.items():
+                parts.setdefault(key, []).append(value.float().cpu() if value.is_floating_point() else value.cpu())
+    return {key: torch.cat(values).numpy() for key, values in parts.items()}
+
+
 class Predictor:
     """A loaded model plus its whole preprocessing; prepares radiographs and predicts bone ages.
 
@@ -135,3 +153,33 @@ class Predictor:
         males = [1.0 if s == "M" else 0.0 for s in sexes]
         return predict_images(self.loaded.model, images, males, self.preprocess, batch_size=batch_size,
                               with_sd=with_sd, tta=self.tta)
+
+    def predict_bones(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64) -> list[dict] | None:
+        """The per-bone results of a per-bone model (the RUS-CHN pipeline) for prepared radiographs, one dict
+        per image; None for a model without them.
+
+        Each dict: ``bones``, the 13 RUS-CHN bones in :data:`boneage.data.rus_chn.BONES` order, each with its
+        ``name``, ``box`` ``[x0, y0, x1, y1]`` in the decoded image's pixels (to 0.1 px), ``stage`` (0-based),
+        ``score`` (that stage's RUS-CHN score for the sex), ``stage_probability`` and ``box_score``;
+        ``rus_chn_score`` (the integer total), ``rus_chn_age_months`` (the RUS-CHN bone age of that total),
+        ``rus_chn_expected_score`` (the probability-weighted total) and ``rus_chn_raw_months`` (its age). The
+        images are seen once, as they are (no test-time flip: a box is where the model found the bone)."""
+        if not self.loaded.model.capabilities.per_bone:
+            return None
+        from .data.rus_chn import BONES
+
+        images = np.stack([p.to_uint8() for p in prepared])
+        males = [1.0 if s == "M" else 0.0 for s in sexes]
+        found = predict_bones(self.loaded.model, images, males, self.preprocess, batch_size=batch_size)
+        results = []
+        for k, state in enumerate(prepared):
+            boxes = state.input_to_original(np.asarray(found["boxes"][k], dtype=np.float64).reshape(-1, 2, 2)).reshape(-1, 4)
+            bones = [{"name": name, "box": [round(float(v), 1) for v in boxes[i]], "stage": int(found["stage"][k, i]),
+                      "score": int(round(float(found["score"][k, i]))),
+                      "stage_probability": round(float(found["stage_probability"][k, i]), 4),
+                      "box_score": round(float(found["box_scores"][k, i]), 4)} for i, name in enumerate(BONES)]
+            results.append({"bones": bones, "rus_chn_score": int(round(float(found["total_score"][k]))),
+                            "rus_chn_age_months": float(found["rus_chn_years"][k]) * 12.0,
+                            "rus_chn_expected_score": float(found["expected_total_score"][k]),
+                            "rus_chn_raw_months": float(found["raw_months"][k])})
+        return results

@@ -24,11 +24,13 @@ from ..clinical import (
     patient_fields,
     study_fields,
 )
+from ..clinical.assessment import RUS_CHN_SCALE
 from ..errors import BoneAgeError, ImageReadError
 from ..evaluation.calibration import calibrated_interval, calibration_of, describe_calibration
 from ..explain import Evidence, display_image, explain_image
 from ..inference import Predictor
 from ..preprocess import Prepared
+from ..utils import format_months
 from .inputs import Inputs, Radiograph, read_radiograph, resolve_sex, validate_inputs
 
 __all__ = ["Assessor", "assess", "default_assessor"]
@@ -52,6 +54,11 @@ class Assessor:
                            "validation_mae_months": loaded.validation_mae}
         # checked once, here: a malformed calibration is refused when the model is loaded, not at its first image
         self.calibration = calibration_of(loaded.config, getattr(loaded, "source", None) or loaded.name)
+
+    @property
+    def per_bone(self) -> bool:
+        """Whether the model gives per-bone results (the RUS-CHN pipeline): its bones, stages and scores."""
+        return self.predictor.model.capabilities.per_bone
 
     # ------------------------------------------------------------------------------------ one image
     def assess(self, radiograph, *, sex=None, age=None, height_cm=None, inputs: Inputs | None = None,
@@ -99,6 +106,7 @@ class Assessor:
             with self.lock:
                 prepared = self.predictor.prepare(item.image, item.name)
                 months, sd = self.predictor.predict([prepared], [sex])
+                bones = self.predictor.predict_bones([prepared], [sex]) if self.per_bone else None
                 evidence, failed = self._evidence(prepared, sex, base["radiograph"]) if explain else (None, False)
         except ImageReadError as err:
             if not reject:
@@ -109,6 +117,8 @@ class Assessor:
         result.statements[:0] = age_statements
         for key, value in base.items():
             setattr(result, key, value)
+        if bones:
+            _add_bones(result, bones[0])
         if failed:
             result.statements.append("The model's visual evidence could not be drawn for this image; the radiograph is shown.")
         elif evidence is not None:
@@ -199,10 +209,13 @@ class Assessor:
         if ready:
             with self.lock:
                 months, sd = self.predictor.predict([r[4] for r in ready], [r[1] for r in ready])
+                bones = self.predictor.predict_bones([r[4] for r in ready], [r[1] for r in ready]) if self.per_bone else None
             for k, (position, sex, sex_source, item, prepared) in enumerate(ready):
                 result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), sex, None, None)
                 result.source, result.sex, result.sex_source = item.name, sex, sex_source
                 result.image_sha256, result.model = item.sha256, dict(self.model_info)
+                if bones:
+                    _add_bones(result, bones[k])
                 if explain:
                     with self.lock:
                         evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels))
@@ -235,6 +248,19 @@ def assess(radiograph, *, model: Assessor | Predictor | str | Path | None = None
     else:
         assessor = default_assessor(model)
     return assessor.assess(radiograph, **kwargs)
+
+
+def _add_bones(assessment: Assessment, found: dict) -> None:
+    """A per-bone model's results (one image's :meth:`~boneage.inference.Predictor.predict_bones`) on the
+    assessment: its bones, the RUS-CHN summary and a sentence saying what the two bone ages are."""
+    assessment.bones = found["bones"]
+    assessment.rus_chn = {"total_score": found["rus_chn_score"], "age_months": found["rus_chn_age_months"],
+                          "expected_total_score": found["rus_chn_expected_score"],
+                          "raw_months": found["rus_chn_raw_months"], "scale": RUS_CHN_SCALE}
+    assessment.statements.append(
+        f"RUS-CHN: {len(found['bones'])} bones staged, total score {found['rus_chn_score']} (RUS-CHN bone age "
+        f"{format_months(found['rus_chn_age_months'])}, Chinese standard); the bone age shown is its Greulich & Pyle "
+        "equivalent.")
 
 
 def _attach(assessment: Assessment, evidence: Evidence) -> None:

@@ -24,8 +24,8 @@ def arguments(p) -> None:
     p.add_argument("--no-hand-check", dest="hand_check", action="store_false",
                    help="assess images even where the segmenter finds no hand (research use)")
     p.add_argument("--explain", type=_args.output_dir, default=None, metavar="OUT_DIR",
-                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; residual attention: "
-                        "each module's mask; ResNets: Grad-CAM)")
+                   help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; RUS-CHN: its 13 bones "
+                        "labelled with their stages; residual attention: each module's mask; ResNets: Grad-CAM)")
 
 
 def run(args) -> int:
@@ -54,18 +54,24 @@ def run(args) -> int:
 
 
 def prediction_line(assessment) -> list[str]:
-    """The fields ``predict`` prints for an assessed image: file, sex, months, years and months."""
+    """The fields ``predict`` prints for an assessed image: file, sex, months, years and months; and, for a
+    per-bone model (RUS-CHN), its total score."""
     from ..utils import format_months
 
     a = assessment
-    return [a.source, a.sex, f"{a.bone_age_months:.1f} months", format_months(a.bone_age_months)]
+    fields = [a.source, a.sex, f"{a.bone_age_months:.1f} months", format_months(a.bone_age_months)]
+    if a.rus_chn is not None:
+        fields.append(f"RUS-CHN score {a.rus_chn['total_score']}")
+    return fields
 
 
 def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
     """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, its
     interval (``bone_age_interval_months``: [low, high], calibrated when the model has a calibration, as
     ``bone_age_interval_calibrated`` says; None for a model that gives none), the model's SD when it has
-    one, the evidence file; or the error."""
+    one, the evidence file; or the error. A per-bone model (RUS-CHN) adds ``bones`` (13 of name, box in the
+    image's pixels, stage, score, stage probability, box score), ``rus_chn_score`` and ``rus_chn`` (the
+    summary of :class:`~boneage.clinical.Assessment`)."""
     from ..utils import format_months
 
     a = assessment
@@ -81,6 +87,9 @@ def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
         data["bone_age_interval_calibrated"] = bool(u.get("calibrated", False))
     if u is not None and u.get("sd_months") is not None:
         data["bone_age_sd_months"] = round(float(u["sd_months"]), 2)
+    if a.bones is not None:
+        full = a.to_dict()
+        data.update({key: full[key] for key in ("bones", "rus_chn_score", "rus_chn") if key in full})
     if evidence_file is not None:
         data["evidence"] = evidence_file
     return data

@@ -34,7 +34,9 @@ from .reference import (
 
 __all__ = [
     "AGE_SOURCES",
+    "BONE_NAMES",
     "DISCLAIMER",
+    "RUS_CHN_SCALE",
     "Assessment",
     "check_evidence",
     "check_height",
@@ -52,6 +54,18 @@ DISCLAIMER = (
     "age and every number derived from it must be checked against the radiograph by a clinician."
 )
 MAX_AGE_MONTHS = 240.0
+RUS_CHN_SCALE = (
+    "bone_age_months is the Greulich & Pyle equivalent of the RUS-CHN result (a monotone map fitted on the model's "
+    "training images); the RUS-CHN score and bone age are on the Chinese standard's (China-05) scale."
+)
+# the 13 RUS-CHN bones (boneage.data.rus_chn.BONES) as a reader names them
+BONE_NAMES = {
+    "Radius": "radius", "Ulna": "ulna",
+    "MCPFirst": "1st metacarpal", "MCPThird": "3rd metacarpal", "MCPFifth": "5th metacarpal",
+    "PIPFirst": "1st proximal phalanx", "PIPThird": "3rd proximal phalanx", "PIPFifth": "5th proximal phalanx",
+    "MIPThird": "3rd middle phalanx", "MIPFifth": "5th middle phalanx",
+    "DIPFirst": "1st distal phalanx", "DIPThird": "3rd distal phalanx", "DIPFifth": "5th distal phalanx",
+}
 AGE_SOURCES = {
     "argument": "given",
     "dicom_dates": "from the DICOM birth and study dates",
@@ -140,6 +154,12 @@ class Assessment:
     says why). Numbers that could not be computed are None and ``statements`` says why. ``radiograph``
     (grayscale uint8 for display) and ``evidence`` (an RGB uint8 overlay) are kept for reports and are
     not part of the JSON, nor is ``record``: the stored record when the assessment was stored.
+
+    A per-bone model (RUS-CHN) adds ``bones``: one dict per bone with ``name``, ``box`` ``[x0, y0, x1, y1]``
+    in the radiograph's pixels, ``stage`` (0-based), ``score``, ``stage_probability`` and ``box_score``; and
+    ``rus_chn``: ``total_score`` (int), ``age_months`` (the RUS-CHN bone age of that total, Chinese
+    standard), ``expected_total_score``, ``raw_months`` (its age) and ``scale`` (:data:`RUS_CHN_SCALE`).
+    Both are None for other models, and then absent from the JSON.
     """
 
     status: str
@@ -166,6 +186,8 @@ class Assessment:
     source: str | None = None
     image_sha256: str | None = None
     evidence_label: str | None = None
+    bones: list[dict] | None = None  # per-bone models: name, box, stage, score, stage_probability, box_score
+    rus_chn: dict | None = None  # per-bone models: total_score, age_months, expected_total_score, raw_months, scale
     radiograph: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     evidence: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     evidence_kind: str | None = dataclasses.field(default=None, compare=False)  # 'gradcam', 'rois', 'attention'
@@ -189,7 +211,7 @@ class Assessment:
         uncertainty = None
         if self.uncertainty is not None:
             uncertainty = {k: r(v) if isinstance(v, float) else v for k, v in self.uncertainty.items()}
-        return {
+        data = {
             "status": self.status,
             "source": self.source,
             "image_sha256": self.image_sha256,
@@ -219,6 +241,12 @@ class Assessment:
             "disclaimer": DISCLAIMER,
             "boneage_version": __version__,
         }
+        if self.bones is not None:
+            data["bones"] = [dict(bone, box=list(bone["box"])) for bone in self.bones]
+        if self.rus_chn is not None:
+            data["rus_chn_score"] = self.rus_chn.get("total_score")
+            data["rus_chn"] = {k: r(v) if isinstance(v, float) else v for k, v in self.rus_chn.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, *, radiograph: np.ndarray | None = None,
@@ -286,6 +314,8 @@ class Assessment:
             study=mapping(data.get("study")),
             source=text(data.get("source")),
             image_sha256=text(data.get("image_sha256")),
+            bones=_stored_bones(data.get("bones"), number) if status == "ok" else None,
+            rus_chn=_stored_rus_chn(data.get("rus_chn"), numbers) if status == "ok" else None,
         )
         if result.sds is not None and None in (result.centile, result.reading, result.reference_mean_months,
                                                result.reference_sd_months):
@@ -296,6 +326,34 @@ class Assessment:
             result.evidence = check_evidence(evidence)
             result.evidence_label = text(evidence_info.get("label")) or "model evidence"
         return result
+
+
+def _stored_bones(value, number) -> list[dict] | None:
+    """Stored ``bones``: every bone a dict with a name, a box of 4 finite numbers, a whole stage and a score
+    (floats made of the probabilities when they are numbers), else None (all or none are shown)."""
+    if not isinstance(value, list) or not value:
+        return None
+    bones = []
+    for bone in value:
+        if not isinstance(bone, dict) or not isinstance(bone.get("name"), str) or not isinstance(bone.get("box"), list):
+            return None
+        box = [number(v) for v in bone["box"]]
+        stage, score = bone.get("stage"), number(bone.get("score"))
+        if len(box) != 4 or None in box or score is None or isinstance(stage, bool) or not isinstance(stage, int):
+            return None
+        bones.append({**bone, "box": box, "stage": stage, "score": int(score) if score.is_integer() else score,
+                      **{k: number(bone.get(k)) for k in ("stage_probability", "box_score")}})
+    return bones
+
+
+def _stored_rus_chn(value, numbers) -> dict | None:
+    """A stored ``rus_chn`` summary: its total score and age must be numbers (the total made whole)."""
+    summary = numbers(value, ("total_score", "age_months"))
+    if summary is None:
+        return None
+    summary["total_score"] = int(round(summary["total_score"]))
+    summary["scale"] = summary.get("scale") if isinstance(summary.get("scale"), str) else RUS_CHN_SCALE
+    return summary
 
 
 def interpret(

@@ -5,7 +5,9 @@ the radiograph (with the model's evidence overlay when there is one; a rejected 
 reason beside it), the numbers, a growth chart of bone age against chronological age with the Greulich &
 Pyle +-2 SD band of that sex and the patient's point, the statements about what could not be computed,
 the model's name and version, and the disclaimer. When the picture is the evidence overlay, a second
-page (below the results in HTML) shows the radiograph without it. Pictures keep their own resolution in
+page (below the results in HTML) shows the radiograph without it. A per-bone model (RUS-CHN) adds a table
+of its 13 bones (stage, score), the total score and the RUS-CHN bone age (a page of its own in the PDF,
+after the results in HTML). Pictures keep their own resolution in
 the PDF (see :func:`_pdf_picture`); text in any script is drawn without missing glyphs (see
 :func:`_drawable_text`).
 
@@ -30,7 +32,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InvalidInputError
 from ..utils import atomic_write
-from .assessment import AGE_SOURCES, DISCLAIMER, Assessment, format_age
+from .assessment import AGE_SOURCES, BONE_NAMES, DISCLAIMER, RUS_CHN_SCALE, Assessment, format_age
 from .reference import _gp_columns
 
 __all__ = ["REPORT_SUFFIXES", "growth_chart", "render_report", "report_format", "write_report"]
@@ -80,6 +82,8 @@ def _render(assessment: Assessment, kind: str, image_rgb, stream) -> None:
                                     f"{picture.dtype} {tuple(picture.shape)}")
     if kind == "pdf":
         pages = [_pdf_figure(assessment, picture)]
+        if _bone_rows(assessment):
+            pages.append(_pdf_bones_page(assessment))
         plain = _plain_radiograph(assessment, picture)
         if plain is not None:  # page 1 shows the evidence: page 2 the radiograph without it
             pages.append(_pdf_radiograph_page(assessment, plain))
@@ -318,6 +322,34 @@ def _rejection_line(a: Assessment) -> str | None:
     return f"Rejected: {a.rejection or 'no bone age'}"
 
 
+def _bone_rows(a: Assessment) -> list[tuple[str, str, str]]:
+    """The per-bone table: ``(bone, stage, score)`` for each bone, then the total; empty without bones."""
+    if not a.bones or a.status != "ok":
+        return []
+    rows = [(_bone_name(b["name"]), str(b["stage"]), _score(b["score"])) for b in a.bones]
+    total = (a.rus_chn or {}).get("total_score")
+    return rows + [("Total score", "", _score(total if total is not None else sum(b["score"] for b in a.bones)))]
+
+
+def _bone_name(name: str) -> str:
+    """``'MCPFirst'`` -> ``'1st metacarpal (MCPFirst)'``; ``'Radius'`` -> ``'Radius'``."""
+    readable = BONE_NAMES.get(name, name)
+    return readable.capitalize() if readable.lower() == name.lower() else f"{readable} ({name})"
+
+
+def _score(value) -> str:
+    return f"{value:.0f}" if isinstance(value, (int, float)) else "-"
+
+
+def _rus_chn_line(a: Assessment) -> str:
+    """The RUS-CHN total and bone age in one sentence, with the scale each bone age is on."""
+    summary = a.rus_chn or {}
+    age = summary.get("age_months")
+    age_text = "unknown" if age is None else f"{format_age(age)} ({age:.1f} months)"
+    return (f"RUS-CHN total score {summary.get('total_score', '-')}; RUS-CHN bone age {age_text}, Chinese standard. "
+            f"Stages are numbered from 0. {summary.get('scale') or RUS_CHN_SCALE}")
+
+
 def _interval(a: Assessment):
     u = a.uncertainty or {}
     low, high = u.get("low_months"), u.get("high_months")
@@ -401,9 +433,33 @@ def _pdf_picture(fig, a: Assessment, picture, box: list[float]) -> float:
         lines = textwrap.wrap(rejection, 58)
         fig.text(left, y, "\n".join(lines), fontsize=8, va="top", color="#b00000", weight="bold")
         y -= 0.0125 * len(lines) + 0.003
-    lines = textwrap.wrap(_picture_caption(a, picture, "page 2"), 62)
+    lines = textwrap.wrap(_picture_caption(a, picture, "page 3" if _bone_rows(a) else "page 2"), 62)
     fig.text(left, y, "\n".join(lines), fontsize=7, va="top", color="0.3")
     return y - 0.011 * len(lines)
+
+
+def _pdf_bones_page(a: Assessment):
+    """The page of a per-bone model's results: each bone's stage and score, the total and the RUS-CHN age."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=A4_INCHES)
+    left, y = 0.06, 0.965
+    fig.text(left, y, "RUS-CHN bones", fontsize=14, weight="bold", va="top")
+    y -= 0.04
+    columns = (left, left + 0.45, left + 0.6)
+    for x, header in zip(columns, ("Bone", "Stage", "Score")):
+        fig.text(x, y, header, fontsize=9, weight="bold", va="top", color="0.3")
+    for bone, stage, score in _bone_rows(a):
+        y -= 0.022
+        weight = "bold" if bone == "Total score" else "normal"
+        for x, value in zip(columns, (bone, stage, score)):
+            fig.text(x, y, value, fontsize=9, va="top", weight=weight)
+    y -= 0.04
+    fig.text(left, y, "\n".join(textwrap.wrap(_rus_chn_line(a), 110)), fontsize=8.5, va="top")
+    fig.text(left, 0.03, "\n".join(textwrap.wrap(DISCLAIMER, 125)), fontsize=7.5, va="bottom", color="0.15",
+             style="italic")
+    _drawable_text(fig)
+    return fig
 
 
 def _pdf_radiograph_page(a: Assessment, radiograph: np.ndarray):
@@ -531,6 +587,17 @@ def _html_plain(a: Assessment, picture) -> str:
             "intensity windowed, without the evidence overlay.</figcaption></figure>")
 
 
+def _html_bones(a: Assessment) -> str:
+    """The per-bone table of a per-bone model, or nothing."""
+    rows = _bone_rows(a)
+    if not rows:
+        return ""
+    e = html.escape
+    body = "".join(f"<tr><th>{e(bone)}</th><td>{e(stage)}</td><td>{e(score)}</td></tr>" for bone, stage, score in rows)
+    return (f'<h2>RUS-CHN bones</h2><table class="bones"><tr><th>Bone</th><th>Stage</th><th>Score</th></tr>{body}</table>'
+            f'<p>{e(_rus_chn_line(a))}</p>')
+
+
 def _html(a: Assessment, picture) -> str:
     e = html.escape
     image_html = (f'<img alt="radiograph" src="data:image/png;base64,{_png_base64(picture)}">' if picture is not None
@@ -553,6 +620,7 @@ def _html(a: Assessment, picture) -> str:
 </div>
 <h2>Results</h2>
 {_table(_result_rows(a))}
+{_html_bones(a)}
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 {_html_plain(a, picture)}
 <p class="meta">{e(_model_line(a))}</p>

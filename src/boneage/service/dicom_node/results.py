@@ -52,6 +52,8 @@ def result_lines(assessment, *, for_processing: bool = False) -> list[str]:
         lines.append(f"SDS {a.sds:+.2f}, centile {a.centile:.0f}: {a.reading} (Greulich & Pyle, {children})")
     model = a.model or {}
     mae = model.get("validation_mae_months")
+    if a.rus_chn is not None:
+        lines.append(_rus_chn_total(a))
     lines.append(f"Model: {model.get('name')} {model.get('version')}"
                  + (f" (validation MAE {float(mae):.1f} months)" if mae is not None else ""))
     lines.append(_picture_line(a))
@@ -59,6 +61,25 @@ def result_lines(assessment, *, for_processing: bool = False) -> list[str]:
         lines.append("Assessed on a DX For Processing (raw) image")
     lines.append(READER_NOTE)
     return lines
+
+
+def _rus_chn_total(assessment) -> str:
+    """The RUS-CHN total score and bone age of a per-bone model, and which scale the bone age above is on."""
+    summary = assessment.rus_chn
+    return (f"RUS-CHN total score {summary['total_score']}: RUS-CHN bone age {_months(summary['age_months'])}, "
+            "Chinese standard; the bone age above is its Greulich & Pyle equivalent")
+
+
+def _bone_items(assessment) -> list:
+    """One SR item per bone of a per-bone model (its name, stage and score) and one for the total; none without."""
+    from ...clinical.assessment import BONE_NAMES
+
+    if not assessment.bones or assessment.rus_chn is None:
+        return []
+    items = [_text_item(f"RUS-{bone['name'].upper()}"[:16], f"RUS-CHN {BONE_NAMES.get(bone['name'], bone['name'])}",
+                        f"{bone['name']}: stage {bone['stage']}, score {bone['score']:.0f}")
+             for bone in assessment.bones]
+    return items + [_text_item("RUS-TOTAL", "RUS-CHN total score", _rus_chn_total(assessment))]
 
 
 def _picture_line(assessment) -> str:
@@ -269,6 +290,7 @@ def build_text_sr(assessment, identity, *, for_processing: bool = False):
         items.append(_text_item("SDS", "Bone age SDS", f"{a.sds:+.2f}"))
         items.append(_text_item("CENTILE", "Centile", f"{a.centile:.0f}"))
         items.append(_text_item("READING", "Reading", f"{a.reading} ({a.reference or 'Greulich & Pyle'})"))
+    items.extend(_bone_items(a))
     if a.evidence is not None:
         items.append(_text_item("EVIDENCE", "Visual evidence", "The Secondary Capture of this assessment shows the "
                                 f"model's evidence overlay: {a.evidence_label or 'model evidence'}."))

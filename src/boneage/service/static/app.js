@@ -138,6 +138,7 @@ async function showRecord(record) {
     item.textContent = text;
     statements.append(item);
   }
+  showBones(result);
   const evidence = result.evidence || {};
   $("overlay-caption").textContent = rejected
     ? "The image as read; the model rejected it"
@@ -161,6 +162,34 @@ async function showRecord(record) {
   // the picture is the radiograph at its own resolution (at most 1024 px a side): say so, and open it whole
   if (image.naturalWidth) $("overlay-size").textContent = "(" + image.naturalWidth + " × " + image.naturalHeight + " px)";
   $("image-full").href = state.objectUrls[image.id] || record.links.image;
+}
+
+// a per-bone model's (RUS-CHN) bones: each bone's stage and score, the total and the RUS-CHN bone age
+const BONE_NAMES = {
+  Radius: "radius", Ulna: "ulna", MCPFirst: "1st metacarpal", MCPThird: "3rd metacarpal", MCPFifth: "5th metacarpal",
+  PIPFirst: "1st proximal phalanx", PIPThird: "3rd proximal phalanx", PIPFifth: "5th proximal phalanx",
+  MIPThird: "3rd middle phalanx", MIPFifth: "5th middle phalanx", DIPFirst: "1st distal phalanx",
+  DIPThird: "3rd distal phalanx", DIPFifth: "5th distal phalanx",
+};
+
+function showBones(result) {
+  const bones = Array.isArray(result.bones) ? result.bones : [];
+  const summary = result.rus_chn || {};
+  const rows = $("bone-rows");
+  rows.replaceChildren();
+  $("bones").hidden = bones.length === 0;
+  for (const bone of bones) {
+    const row = document.createElement("tr");
+    const name = document.createElement("th");
+    name.textContent = (BONE_NAMES[bone.name] || bone.name) + " (" + bone.name + ")";
+    row.append(name);
+    cell(row, bone.stage);
+    cell(row, bone.score);
+    rows.append(row);
+  }
+  $("bones-total").textContent = result.rus_chn_score === undefined ? "" : String(result.rus_chn_score);
+  $("rus-chn-line").textContent = bones.length === 0 ? "" : "RUS-CHN bone age " + formatAge(summary.age_months) +
+    " (Chinese standard); stages are numbered from 0. " + (summary.scale || "");
 }
 
 function showDecisions(record) {
