@@ -128,7 +128,8 @@ def test_evaluate_skips_and_reports_unreadable_images(capsys, tmp_path, tiny_mod
 
 def test_models_lists_registry(capsys):
     code, out, _ = run(capsys, "models")
-    assert code == 0 and "global_resnet18" in out and "global_resnet50" in out
+    assert code == 0 and "global_resnet18" in out and "global_resnet50" in out and "rus_chn" in out
+    assert "shipped models" in out and "rus-chn" in out
 
 
 def test_real_process_exit_code_and_stderr(tmp_path, images, tiny_model_dir):

@@ -1,11 +1,11 @@
-"""``boneage models [--json]``: the registered models and the default model."""
+"""``boneage models [--json]``: the registered models and the models shipped in the package."""
 
 from __future__ import annotations
 
 import json
 
 NAME = "models"
-HELP = "list the registered models and the default model"
+HELP = "list the registered models and the shipped models (default, rus-chn)"
 
 
 def arguments(p) -> None:
@@ -14,7 +14,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..errors import BoneAgeError
-    from ..models import default_model_path, list_models, load_model, model_description
+    from ..models import SHIPPED_MODELS, list_models, load_model, model_description, shipped_model_path
 
     names = list_models()
     if args.json:
@@ -24,10 +24,12 @@ def run(args) -> int:
     column = max(len(n) for n in names) + 2
     for name in names:
         print(f"  {name:<{column}}{model_description(name)}")
-    try:
-        loaded = load_model(None)
-        print(f"default model: {loaded.name} {loaded.version}, validation MAE {loaded.validation_mae} months "
-              f"({default_model_path()})")
-    except BoneAgeError as err:
-        print(f"default model: none ({err})")
+    print("shipped models (--model NAME in predict, evaluate, report, serve, dicom-node):")
+    for name in SHIPPED_MODELS:
+        try:
+            loaded = load_model(name)
+            print(f"  {name:<{column}}{loaded.name} {loaded.version}, validation MAE {loaded.validation_mae} months "
+                  f"({shipped_model_path(name)})")
+        except BoneAgeError as err:
+            print(f"  {name:<{column}}not installed ({err})")
     return 0
