@@ -1,5 +1,5 @@
 """What several commands share: the one-line usage errors, the expansion of folders into files, unique
-output names, and the command line as it was typed (recorded with trained models)."""
+output names, the command line as it was typed (recorded with trained models) and the --model help."""
 
 from __future__ import annotations
 
@@ -64,3 +64,7 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+MODEL_HELP = ("model folder, .safetensors or .pt checkpoint, or the name of a shipped model: default, rus-chn "
+              "(see 'boneage models'; default: the shipped default model)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from . import _args
+from ._common import MODEL_HELP
 
 NAME = "dicom-node"
 HELP = "DICOM node: assess CR/DX hand radiographs sent by C-STORE and send back a Secondary Capture and a text SR"
@@ -20,7 +21,7 @@ def arguments(p) -> None:
     p.add_argument("--database-url", default=None, metavar="URL",
                    help="SQLAlchemy URL of the assessment database, e.g. postgresql+psycopg://user@host/db "
                         "(default: $BONEAGE_DATABASE_URL, else SQLite in DIR)")
-    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--destination", type=_args.destination, default=None, metavar="AE@HOST:PORT",
                    help="send the results here by C-STORE (default: only write them to DIR/outbox)")
     p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")

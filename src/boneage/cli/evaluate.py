@@ -6,7 +6,7 @@ import json
 import sys
 
 from . import _args
-from ._common import EXIT_USAGE
+from ._common import EXIT_USAGE, MODEL_HELP
 
 NAME = "evaluate"
 HELP = "accuracy of a model on a labelled RSNA-layout collection"
@@ -15,8 +15,7 @@ HELP = "accuracy of a model on a labelled RSNA-layout collection"
 def arguments(p) -> None:
     p.add_argument("--images", required=True, help="folder of <id>.png images")
     p.add_argument("--labels", required=True, help="CSV with id,boneage,male (extra columns ignored)")
-    p.add_argument("--model", default=None, help="model to evaluate: a folder, .safetensors or .pt, or a shipped model's name "
-                   "(default, rus-chn; default: the shipped default model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--plot", type=_args.output_file, default=None, metavar="PNG", help="write a scatter + Bland-Altman plot")
     p.add_argument("--predictions", type=_args.output_file, default=None, metavar="CSV", help="write per-image predictions")

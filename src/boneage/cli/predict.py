@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import _args
-from ._common import EXIT_USAGE, empty_folder_error, expand_inputs, unique_name
+from ._common import EXIT_USAGE, MODEL_HELP, empty_folder_error, expand_inputs, unique_name
 
 NAME = "predict"
 HELP = "bone age of one or more radiographs (files or folders)"
@@ -17,7 +17,7 @@ HELP = "bone age of one or more radiographs (files or folders)"
 def arguments(p) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
     p.add_argument("--sex", type=_args.sex, help="M or F (default: read from DICOM PatientSex)")
-    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=_args.positive_int, default=32)
     p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")

@@ -7,7 +7,7 @@ import json
 import sys
 
 from . import _args
-from ._common import EXIT_USAGE
+from ._common import EXIT_USAGE, MODEL_HELP
 
 NAME = "report"
 HELP = "clinical report (PDF or HTML) of one radiograph: bone age, SDS, adult height"
@@ -22,7 +22,7 @@ def arguments(p) -> None:
                    help="chronological age: 9y4m, 9y, 4m or months (default: DICOM birth and study dates, else PatientAge)")
     p.add_argument("--height", type=_args.height, default=None, metavar="CM",
                    help="height in cm, for the Bayley-Pinneau adult height prediction")
-    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print the assessment as JSON instead of a summary line")
     p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")
 

@@ -4,6 +4,7 @@ the web service (:func:`boneage.service.app.serve`)."""
 from __future__ import annotations
 
 from . import _args
+from ._common import MODEL_HELP
 
 NAME = "serve"
 HELP = "web service: REST API and browser UI, assessments stored in a data folder"
@@ -14,7 +15,7 @@ def arguments(p) -> None:
     p.add_argument("--port", type=_args.port, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder of the database and the uploaded images (default: $BONEAGE_DATA_DIR)")
-    p.add_argument("--model", default=None, help="model folder, .safetensors or .pt checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--api-token", default=None, metavar="TOKEN",
                    help="require 'Authorization: Bearer TOKEN' on /api/* but /api/health (default: $BONEAGE_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=_args.positive_float, default=32.0, metavar="MB", help="largest image accepted")
