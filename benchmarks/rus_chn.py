@@ -270,7 +270,7 @@ def report(args, rus, default, m: dict) -> str:
     lines = [
         "# The four-stage RUS-CHN pipeline: accuracy by age group, detection, stages, speed", "",
         f"Command: `{command}`  ",
-        f"RUS-CHN model: {rus.config.get('name')} {rus.config.get('version')} ({rus.source}); default model: "
+        f"RUS-CHN model: {rus.config.get('name')} {rus.config.get('version')} ({_relative(Path(rus.source))}); default model: "
         f"{default.config.get('name')} {default.config.get('version')}; {_dt.date.today().isoformat()}."
         + (f"  \n**Quick run: --limit {args.limit}, not the final numbers.**" if args.limit else ""), "",
         "## Accuracy by age group", "",

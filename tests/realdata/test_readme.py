@@ -28,3 +28,25 @@ def test_the_quick_start_prints_what_the_readme_says(capsys, monkeypatch):
     monkeypatch.chdir(REPO)  # the README's paths are relative to the checkout
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_the_rus_chn_figures_are_the_benchmark_s_and_the_shipped_model_s():
+    """The README's RUS-CHN table is benchmarks/results/rus_chn.md's, whose overall MAE is the shipped model's."""
+    from boneage.models import load_model, shipped_model_path
+
+    if not (shipped_model_path("rus-chn") / "model.safetensors").exists():
+        pytest.fail("the package ships no RUS-CHN model (src/boneage/weights/rus-chn)")
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## RUS-CHN"):text.index("## Clinical report")]
+    results = (REPO / "benchmarks" / "results" / "rus_chn.md").read_text()
+    rows = [line for line in section.splitlines() if re.match(r"\| (\d+-\d+|all) \| \d+ \|", line)]
+    assert len(rows) == 6 and all(row in results for row in rows), rows
+    overall = re.match(r"\| all \| \d+ \| ([\d.]+) /", rows[-1]).group(1)
+    recorded = load_model("rus-chn").config["metrics"]["validation"]["mae_months"]
+    assert float(overall) == pytest.approx(recorded, abs=0.01)
+    detection = [line.strip() for line in section.splitlines() if line.strip().startswith(("| **mAP50", "| mAP@"))]
+    assert len(detection) == 2 and all(line in results for line in detection), detection
+    speed = text[text.index("## Speed"):text.index("## Design")]
+    rus_ms, default_ms, ratio = re.search(r"(\d+) ms vs (\d+) ms per image \(ratio ([\d.]+)", speed).groups()
+    assert f"| RUS-CHN | {int(rus_ms) / 1000:.3f} |" in results and f"| default | {int(default_ms) / 1000:.3f} |" in results
+    assert f"| ratio RUS-CHN / default | {ratio} |" in results
