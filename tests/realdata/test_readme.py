@@ -50,3 +50,11 @@ def test_the_rus_chn_figures_are_the_benchmark_s_and_the_shipped_model_s():
     rus_ms, default_ms, ratio = re.search(r"(\d+) ms vs (\d+) ms per image \(ratio ([\d.]+)", speed).groups()
     assert f"| RUS-CHN | {int(rus_ms) / 1000:.3f} |" in results and f"| default | {int(default_ms) / 1000:.3f} |" in results
     assert f"| ratio RUS-CHN / default | {ratio} |" in results
+
+
+def test_the_transfer_figures_are_the_benchmark_s():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Transfer learning"):text.index("## RUS-CHN")]
+    results = (REPO / "benchmarks" / "results" / "transfer.md").read_text()
+    rows = [line for line in section.splitlines() if line.startswith("| from scratch") or line.startswith("| --init")]
+    assert len(rows) == 2 and all(row in results for row in rows), rows

@@ -119,3 +119,21 @@ def test_load_matching_weights_reports_what_did_not_match(tmp_path):
     assert frozen and not any(p.requires_grad for p in target.detector.parameters())
     with pytest.raises(InvalidInputError, match="its modules are detector, stages"):
         freeze(target, ["backbone"])
+
+
+def test_init_from_an_ensemble_loads_one_member(tmp_path, tiny_model_dir):
+    from boneage.models import combine_models, export_model
+
+    members = [load_model(tiny_model_dir), load_model(tiny_model_dir)]
+    with torch.no_grad():
+        for p in members[1].model.parameters():
+            p.add_(1.0)  # the second member differs from the first
+    ensemble, config = combine_models(members)
+    source = export_model(tmp_path / "ensemble", ensemble, config)
+    target = create_model("global_resnet18", width=0.25, head="ordinal")
+    report = load_matching_weights(target, str(source), member=1)
+    assert report.loaded and not report.missing
+    expected = members[1].model.state_dict()
+    assert all(torch.equal(target.state_dict()[k], expected[k].to(target.state_dict()[k].dtype)) for k in report.loaded)
+    with pytest.raises(InvalidInputError, match="members 0-1, not 2"):
+        load_matching_weights(target, str(source), member=2)

@@ -45,6 +45,8 @@ def _transfer_arguments(t) -> None:
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="start from the weights of this model folder or checkpoint whose names and shapes match "
                         "(the rest are reported)")
+    t.add_argument("--init-member", type=_args.non_negative_int, default=0, metavar="K",
+                   help="when --init is an ensemble (such as the default model): the member to load (default 0)")
     t.add_argument("--freeze", type=_args.name_list, default=[], metavar="MODULES",
                    help="comma-separated module prefixes to train no further (e.g. detector, backbone)")
     t.add_argument("--init-lr-scale", type=_args.positive_float, default=1.0, metavar="F",
@@ -149,7 +151,8 @@ def train_config(args):
         val_fraction=args.val_fraction, split_seed=args.split_seed, split_file=args.split_file, limit=args.limit,
         cache_dir=args.cache_dir, keypoints=args.keypoints, annotated_only=args.annotated_only, model=args.model,
         head=head, width=args.width, label_range=args.label_range, model_kwargs=model_kwargs,
-        stage_labels=args.stage_labels, init=args.init, freeze=args.freeze, init_lr_scale=args.init_lr_scale,
+        stage_labels=args.stage_labels, init=args.init, init_member=args.init_member, freeze=args.freeze,
+        init_lr_scale=args.init_lr_scale,
         preprocess=preprocess, augment=augment, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, val_every=args.val_every,

@@ -43,6 +43,7 @@ class TrainConfig:
     model_kwargs: dict = dataclasses.field(default_factory=lambda: {"max_pool": False})
     # transfer learning: start from another model's matching weights, freeze module prefixes
     init: str | None = None
+    init_member: int = 0  # from an ensemble: the member whose weights are loaded
     freeze: list = dataclasses.field(default_factory=list)
     init_lr_scale: float = 1.0  # learning rate of the loaded (and not frozen) weights, as a fraction of lr
     # preprocessing and augmentation

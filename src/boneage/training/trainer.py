@@ -187,7 +187,7 @@ class Trainer:
         ``--freeze``: no gradients for the named modules."""
         config = self.config
         if config.init and self.checkpoint is None:
-            report = load_matching_weights(self.model, config.init)
+            report = load_matching_weights(self.model, config.init, config.init_member)
             self.loaded_names = report.loaded
             self.log(report.summary())
         if config.freeze:

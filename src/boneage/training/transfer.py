@@ -3,7 +3,8 @@
 :func:`load_matching_weights` copies every tensor of a source model (an exported model folder or a
 training checkpoint, any registered architecture) whose name and shape match a tensor of the target;
 a source name that matches no target name is tried as the ending of one (so a checkpoint of a part, or
-a model that holds it under a prefix, still loads). What was not loaded is reported, not hidden.
+a model that holds it under a prefix, still loads); from an ensemble into a model that is not one, the
+weights of one member (``member``, default the first) are used. What was not loaded is reported, not hidden.
 :func:`freeze` stops the gradients of the parameters under the given module prefixes, and
 :func:`frozen_modules_eval` keeps the modules whose parameters are all frozen in evaluation mode (their
 BatchNorm statistics stay as they were loaded).
@@ -49,10 +50,23 @@ def _target_name(name: str, targets: dict) -> str | None:
     return endings[0] if len(endings) == 1 else None
 
 
-def load_matching_weights(model: nn.Module, source: str) -> LoadReport:
-    """Copy into ``model`` the weights of ``source`` (a model folder or checkpoint) whose names and shapes match."""
+def _member_state(state: dict, member: int, source: str) -> dict:
+    """One ensemble member's weights, named as the member names them."""
+    prefix = f"members.{member}."
+    picked = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+    if not picked:
+        count = len({name.split(".")[1] for name in state if name.startswith("members.")})
+        raise InvalidInputError(f"--init {source}: the ensemble has members 0-{count - 1}, not {member}")
+    return picked
+
+
+def load_matching_weights(model: nn.Module, source: str, member: int = 0) -> LoadReport:
+    """Copy into ``model`` the weights of ``source`` (a model folder or checkpoint) whose names and shapes match
+    (from an ensemble into a model that is not one: those of its member ``member``)."""
     state = load_model(source).model.state_dict()
     targets = model.state_dict()
+    if any(name.startswith("members.") for name in state) and not any(name.startswith("members.") for name in targets):
+        state = _member_state(state, member, source)
     report = LoadReport(str(source), [], [], [], [])
     updates = {}
     for name, tensor in state.items():
