@@ -8,6 +8,7 @@ hand check included), so inference cannot drift from training.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from .preprocess import Prepared, PreprocessConfig, to_model_input
 from .segmentation import model_preprocessing
 from .utils import autocast, evaluating
 
-__all__ = ["TTA_MODES", "Predictor", "input_batches", "predict_bones", "predict_images", "predict_rois"]
+__all__ = ["TTA_MODES", "Predictions", "Predictor", "input_batches", "predict_bones", "predict_images", "predict_rois",
+           "run_model"]
 
 TTA_MODES = (None, "none", "hflip")
 
@@ -35,49 +37,58 @@ def input_batches(images, males, preprocess: PreprocessConfig, batch_size: int, 
         yield to_model_input(x.unsqueeze(1), preprocess).to(device), males[start : start + batch_size].to(device)
 
 
-@torch.inference_mode()
-def predict_images(
-    model: BoneAgeModel,
-    images: np.ndarray | torch.Tensor,
-    males,
-    preprocess: PreprocessConfig,
-    *,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    channels_last: bool = True,
-    with_sd: bool = False,
-    tta: str | None = None,
-):
-    """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1.
+@dataclasses.dataclass
+class Predictions:
+    """One pass of a model over images: ``months`` ``(N,)``; ``sd`` ``(N,)`` the SD across an ensemble's
+    members (None for a single model); ``bones`` a per-bone model's ``ModelOutput.bones`` as arrays
+    concatenated over the images, from the image as it is (not its mirror image), else None."""
 
-    With ``with_sd`` returns ``(months, sd)`` where ``sd`` is the model's own uncertainty (the SD across
-    an ensemble's members) or None for a single model. ``tta='hflip'`` averages each image with its
-    mirror image (test-time augmentation; members are averaged over views before their SD is taken).
-    """
+    months: np.ndarray
+    sd: np.ndarray | None = None
+    bones: dict[str, np.ndarray] | None = None
+
+
+@torch.inference_mode()
+def run_model(model: BoneAgeModel, images, males, preprocess: PreprocessConfig, *, batch_size: int = 256,
+              device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = True,
+              tta: str | None = None) -> Predictions:
+    """The model on ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1 -> :class:`Predictions`.
+    ``tta='hflip'`` averages each image with its mirror image (members are averaged over views before their
+    SD is taken)."""
     if tta not in TTA_MODES:
         raise InvalidInputError(f"test-time augmentation {tta!r} unknown; choose from {TTA_MODES}")
     device = torch.device(device)
-    out, spread = [], []
+    out, spread, bones = [], [], {}
     with evaluating(model):
         for x, male in input_batches(images, males, preprocess, batch_size, device):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             views = [x, torch.flip(x, dims=[3])] if tta == "hflip" else [x]
             months, members = 0.0, None
-            for view in views:
+            for v, view in enumerate(views):
                 with autocast(device, precision):
                     outputs = model(view, male)
                 months = months + outputs.bone_age_months.float().cpu() / len(views)
                 if outputs.member_months is not None:
                     members = (0.0 if members is None else members) + outputs.member_months.float().cpu() / len(views)
+                if v == 0 and outputs.bones is not None:
+                    for key, value in outputs.bones.items():
+                        bones.setdefault(key, []).append(value.float().cpu() if value.is_floating_point() else value.cpu())
             out.append(months)
             if members is not None:
                 spread.append(members.std(dim=1, unbiased=False))
-    months = torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
-    if not with_sd:
-        return months
-    return months, (torch.cat(spread).numpy() if spread and len(spread) == len(out) else None)
+    return Predictions(months=torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32),
+                       sd=torch.cat(spread).numpy() if spread and len(spread) == len(out) else None,
+                       bones={key: torch.cat(values).numpy() for key, values in bones.items()} or None)
+
+
+def predict_images(model: BoneAgeModel, images: np.ndarray | torch.Tensor, males, preprocess: PreprocessConfig, *,
+                   with_sd: bool = False, **options):
+    """Bone age in months for ``(N, H, W)`` images (uint8 0-255 or float [0, 1]) and ``males`` (N,) 0/1
+    (:func:`run_model`, whose keyword ``options`` it takes). With ``with_sd`` returns ``(months, sd)`` where
+    ``sd`` is the model's own uncertainty (the SD across an ensemble's members) or None for a single model."""
+    result = run_model(model, images, males, preprocess, **options)
+    return (result.months, result.sd) if with_sd else result.months
 
 
 @torch.inference_mode()
@@ -96,7 +107,6 @@ def predict_rois(model: BoneAgeModel, images, males, preprocess: PreprocessConfi
     return torch.cat(boxes).numpy(), torch.cat(scores).numpy()
 
 
-@torch.inference_mode()
 def predict_bones(model: BoneAgeModel, images, males, preprocess: PreprocessConfig, *, batch_size: int = 64,
                   device: str | torch.device = "cpu", precision: str = "fp32") -> dict[str, np.ndarray]:
     """The per-bone results of a fine-grained model (``ModelOutput.bones``: boxes in model-input pixels,
@@ -104,14 +114,7 @@ def predict_bones(model: BoneAgeModel, images, males, preprocess: PreprocessConf
     without per-bone results."""
     if not model.capabilities.per_bone:
         raise InvalidInputError("this model gives no per-bone results (only the RUS-CHN pipeline, --model rus-chn, does)")
-    parts: dict[str, list] = {}
-    with evaluating(model):
-        for x, male in input_batches(images, males, preprocess, batch_size, torch.device(device)):
-            with autocast(torch.device(device), precision):
-                outputs = model(x, male)
-            for key, value in outputs.bones.items():
-                parts.setdefault(key, []).append(value.float().cpu() if value.is_floating_point() else value.cpu())
-    return {key: torch.cat(values).numpy() for key, values in parts.items()}
+    return run_model(model, images, males, preprocess, batch_size=batch_size, device=device, precision=precision).bones
 
 
 class Predictor:
@@ -145,13 +148,20 @@ class Predictor:
 
     def predict(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64):
         """Prepared radiographs and their sexes -> ``(months, sd)`` (``sd`` None for a single model)."""
+        months, sd, _ = self.predict_with_bones(prepared, sexes, batch_size)
+        return months, sd
+
+    def predict_with_bones(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64):
+        """``(months, sd, bones)`` from one pass of the model: :meth:`predict`'s numbers and, for a per-bone
+        model, :meth:`predict_bones`'s results (else None)."""
         images = np.stack([p.to_uint8() for p in prepared])  # quantised as the training cache stores them
-        return self.predict_arrays(images, sexes, batch_size, with_sd=True)
+        result = run_model(self.loaded.model, images, _males(sexes), self.preprocess, batch_size=batch_size, tta=self.tta)
+        bones = None if result.bones is None else [_bone_results(state, result.bones, k) for k, state in enumerate(prepared)]
+        return result.months, result.sd, bones
 
     def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""
-        males = [1.0 if s == "M" else 0.0 for s in sexes]
-        return predict_images(self.loaded.model, images, males, self.preprocess, batch_size=batch_size,
+        return predict_images(self.loaded.model, images, _males(sexes), self.preprocess, batch_size=batch_size,
                               with_sd=with_sd, tta=self.tta)
 
     def predict_bones(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64) -> list[dict] | None:
@@ -163,23 +173,24 @@ class Predictor:
         ``score`` (that stage's RUS-CHN score for the sex), ``stage_probability`` and ``box_score``;
         ``rus_chn_score`` (the integer total), ``rus_chn_age_months`` (the RUS-CHN bone age of that total),
         ``rus_chn_expected_score`` (the probability-weighted total) and ``rus_chn_raw_months`` (its age). The
-        images are seen once, as they are (no test-time flip: a box is where the model found the bone)."""
-        if not self.loaded.model.capabilities.per_bone:
-            return None
-        from .data.rus_chn import BONES
+        boxes are where the model found the bones in the image as it is (not in its mirror image)."""
+        return self.predict_with_bones(prepared, sexes, batch_size)[2]
 
-        images = np.stack([p.to_uint8() for p in prepared])
-        males = [1.0 if s == "M" else 0.0 for s in sexes]
-        found = predict_bones(self.loaded.model, images, males, self.preprocess, batch_size=batch_size)
-        results = []
-        for k, state in enumerate(prepared):
-            boxes = state.input_to_original(np.asarray(found["boxes"][k], dtype=np.float64).reshape(-1, 2, 2)).reshape(-1, 4)
-            bones = [{"name": name, "box": [round(float(v), 1) for v in boxes[i]], "stage": int(found["stage"][k, i]),
-                      "score": int(round(float(found["score"][k, i]))),
-                      "stage_probability": round(float(found["stage_probability"][k, i]), 4),
-                      "box_score": round(float(found["box_scores"][k, i]), 4)} for i, name in enumerate(BONES)]
-            results.append({"bones": bones, "rus_chn_score": int(round(float(found["total_score"][k]))),
-                            "rus_chn_age_months": float(found["rus_chn_years"][k]) * 12.0,
-                            "rus_chn_expected_score": float(found["expected_total_score"][k]),
-                            "rus_chn_raw_months": float(found["raw_months"][k])})
-        return results
+
+def _males(sexes: list[str]) -> list[float]:
+    return [1.0 if s == "M" else 0.0 for s in sexes]
+
+
+def _bone_results(state: Prepared, found: dict[str, np.ndarray], k: int) -> dict:
+    """Image ``k``'s per-bone results (see :meth:`Predictor.predict_bones`), boxes mapped to its decoded pixels."""
+    from .data.rus_chn import BONES
+
+    boxes = state.input_to_original(np.asarray(found["boxes"][k], dtype=np.float64).reshape(-1, 2, 2)).reshape(-1, 4)
+    bones = [{"name": name, "box": [round(float(v), 1) for v in boxes[i]], "stage": int(found["stage"][k, i]),
+              "score": int(round(float(found["score"][k, i]))),
+              "stage_probability": round(float(found["stage_probability"][k, i]), 4),
+              "box_score": round(float(found["box_scores"][k, i]), 4)} for i, name in enumerate(BONES)]
+    return {"bones": bones, "rus_chn_score": int(round(float(found["total_score"][k]))),
+            "rus_chn_age_months": float(found["rus_chn_years"][k]) * 12.0,
+            "rus_chn_expected_score": float(found["expected_total_score"][k]),
+            "rus_chn_raw_months": float(found["raw_months"][k])}

@@ -145,7 +145,7 @@ def test_assess_files_gives_the_same_bones_as_assess(assessor, assessed, hands):
 def test_a_model_without_per_bone_results_adds_no_keys(tiny_model_dir, hands):
     assessor = Assessor(tiny_model_dir)
     a = assessor.assess(hands[0], sex="F")
-    assert a.bones is None and a.rus_chn is None and not assessor.per_bone
+    assert a.bones is None and a.rus_chn is None and not assessor.predictor.model.capabilities.per_bone
     assert assessor.predictor.predict_bones([assessor.predictor.prepare(str(hands[0]))], ["F"]) is None
     data = a.to_dict()
     assert not {"bones", "rus_chn", "rus_chn_score"} & set(data)

@@ -30,7 +30,7 @@ from ..evaluation.calibration import calibrated_interval, calibration_of, descri
 from ..explain import Evidence, display_image, explain_image
 from ..inference import Predictor
 from ..preprocess import Prepared
-from ..utils import format_months
+from ..utils import LoadedOnce, format_months
 from .inputs import Inputs, Radiograph, read_radiograph, resolve_sex, validate_inputs
 
 __all__ = ["Assessor", "assess", "default_assessor"]
@@ -54,11 +54,6 @@ class Assessor:
                            "validation_mae_months": loaded.validation_mae}
         # checked once, here: a malformed calibration is refused when the model is loaded, not at its first image
         self.calibration = calibration_of(loaded.config, getattr(loaded, "source", None) or loaded.name)
-
-    @property
-    def per_bone(self) -> bool:
-        """Whether the model gives per-bone results (the RUS-CHN pipeline): its bones, stages and scores."""
-        return self.predictor.model.capabilities.per_bone
 
     # ------------------------------------------------------------------------------------ one image
     def assess(self, radiograph, *, sex=None, age=None, height_cm=None, inputs: Inputs | None = None,
@@ -105,8 +100,7 @@ class Assessor:
         try:
             with self.lock:
                 prepared = self.predictor.prepare(item.image, item.name)
-                months, sd = self.predictor.predict([prepared], [sex])
-                bones = self.predictor.predict_bones([prepared], [sex]) if self.per_bone else None
+                months, sd, bones = self.predictor.predict_with_bones([prepared], [sex])
                 evidence, failed = self._evidence(prepared, sex, base["radiograph"]) if explain else (None, False)
         except ImageReadError as err:
             if not reject:
@@ -208,8 +202,7 @@ class Assessor:
             results.append(None)
         if ready:
             with self.lock:
-                months, sd = self.predictor.predict([r[4] for r in ready], [r[1] for r in ready])
-                bones = self.predictor.predict_bones([r[4] for r in ready], [r[1] for r in ready]) if self.per_bone else None
+                months, sd, bones = self.predictor.predict_with_bones([r[4] for r in ready], [r[1] for r in ready])
             for k, (position, sex, sex_source, item, prepared) in enumerate(ready):
                 result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), sex, None, None)
                 result.source, result.sex, result.sex_source = item.name, sex, sex_source
@@ -225,17 +218,12 @@ class Assessor:
         return results
 
 
-_DEFAULT: dict[str, Assessor] = {}
-_DEFAULT_LOCK = threading.Lock()
+_DEFAULT = LoadedOnce(Assessor)
 
 
 def default_assessor(model: str | Path | None = None) -> Assessor:
     """An :class:`Assessor` of ``model`` (None: the shipped one), loaded once per process and shared."""
-    key = "default" if model is None else str(model)
-    with _DEFAULT_LOCK:
-        if key not in _DEFAULT:
-            _DEFAULT[key] = Assessor(model)
-        return _DEFAULT[key]
+    return _DEFAULT.get(model)
 
 
 def assess(radiograph, *, model: Assessor | Predictor | str | Path | None = None, **kwargs) -> Assessment:
