@@ -1,5 +1,6 @@
-"""Small helpers every layer shares: atomic file writes, autocast, eval mode, month formatting and the
-JSON round trip of settings dataclasses. This module imports nothing from boneage but its errors."""
+"""Small helpers every layer shares: atomic file writes, autocast, eval mode, month formatting, the
+JSON round trip of settings dataclasses and objects loaded once per process. This module imports nothing
+from boneage but its errors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import BinaryIO, Callable, Self
 
 from .errors import InvalidInputError
 
-__all__ = ["PRECISIONS", "DictConfig", "atomic_write", "autocast", "evaluating", "format_months"]
+__all__ = ["PRECISIONS", "DictConfig", "LoadedOnce", "atomic_write", "autocast", "evaluating", "format_months"]
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -101,3 +102,21 @@ class DictConfig:
     def from_dict(cls, data: dict) -> Self:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+
+class LoadedOnce:
+    """What ``load(spec)`` builds, built once per process for each spec and shared between threads
+    (``None`` and ``'default'`` are the same spec): ``LoadedOnce(load_segmenter).get(spec)``."""
+
+    def __init__(self, load: Callable):
+        self.load = load
+        self._items: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec=None):
+        key = "default" if spec is None else str(spec)
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = self.load(key)
+            return self._items[key]
+

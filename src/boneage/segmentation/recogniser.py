@@ -21,7 +21,6 @@ segmenter's own (mask coverage, convexity, confidence, edge contrast).
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch.nn as nn
 from ..artifacts import RECOGNISER_FORMAT, read_artifact, write_artifact
 from ..errors import InvalidInputError, ModelLoadError
 from ..preprocess.masks import NoHandFoundError
-from ..utils import DictConfig, evaluating
+from ..utils import DictConfig, LoadedOnce, evaluating
 from .recognition_data import CLASSES, chroma, recogniser_input
 
 __all__ = ["HandRecogniser", "NotAHandError", "RecogniserSettings", "cached_recogniser", "export_recogniser",
@@ -182,14 +181,9 @@ def load_recogniser(spec: str | Path | None = None) -> HandRecogniser:
     return recogniser.eval()
 
 
-_CACHE: dict[str, HandRecogniser] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED = LoadedOnce(load_recogniser)
 
 
 def cached_recogniser(spec: str | Path | None = "default") -> HandRecogniser:
     """:func:`load_recogniser`, loaded once per process and shared (only ever run in eval mode)."""
-    key = "default" if spec is None else str(spec)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_recogniser(key)
-        return _CACHE[key]
+    return _LOADED.get(spec)

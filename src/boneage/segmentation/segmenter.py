@@ -31,7 +31,6 @@ metrics; weights are read with safetensors only (no pickle), which is the weight
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ from ..preprocess.masks import (
     mask_solidity,
     postprocess_mask,
 )
-from ..utils import DictConfig, evaluating
+from ..utils import DictConfig, LoadedOnce, evaluating
 
 __all__ = [
     "SEGMENTER_FORMAT",
@@ -333,14 +332,9 @@ def load_segmenter(spec: str | Path | None = None) -> HandSegmenter:
     return segmenter.eval()
 
 
-_CACHE: dict[str, HandSegmenter] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED = LoadedOnce(load_segmenter)
 
 
 def cached_segmenter(spec: str | Path | None = "default") -> HandSegmenter:
     """:func:`load_segmenter`, loaded once per process and shared (it is only ever run in eval mode)."""
-    key = "default" if spec is None else str(spec)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_segmenter(key)
-        return _CACHE[key]
+    return _LOADED.get(spec)
