@@ -40,7 +40,7 @@ class Capabilities:
     ``needs_keypoints``: it trains on hand keypoints; ``ensemble``: it averages member models (its
     output has ``member_months``, whose spread is an uncertainty); ``per_bone``: its output has per-bone
     results (``ModelOutput.bones``); ``output_map``: its bone age is a monotone map of a raw output
-    (``extras['raw_months']``) fitted on the training images after training (:meth:`BoneAgeModel.fit_output_map`,
+    (``bones['raw_months']``) fitted on the training images after training (:meth:`BoneAgeModel.fit_output_map`,
     called by the trainer before export); ``partial_loss``: some parameters get no gradient from its loss
     (distributed training must look for unused parameters).
     """

@@ -62,12 +62,10 @@ def isotonic_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 class RusChnPipeline(BoneAgeModel):
     def __init__(self, *, detector: str = "heatmap", detector_options: dict | None = None, roi_size: int = 32,
-                 attention: bool = True, prior_weight: float = 0.1, prior_sd: float = 1.5,
-                 label_range: tuple[float, float] = (0.0, 228.0)):
+                 attention: bool = True, prior_weight: float = 0.1, prior_sd: float = 1.5):
         super().__init__()
         self.detector = create_detector(detector, **(detector_options or {}))
         self.roi_size, self.prior_weight, self.prior_sd = int(roi_size), float(prior_weight), float(prior_sd)
-        self.label_range = tuple(float(v) for v in label_range)
         tables = [score_table(sex) for sex in ("F", "M")]  # index 0: girls, 1: boys (the `male` flag)
         valid = torch.from_numpy(tables[0][1])
         self.stages = StageClassifier(valid, attention=attention)
@@ -139,7 +137,7 @@ class RusChnPipeline(BoneAgeModel):
                  "rus_chn_years": self.curve_years(total, male), "expected_total_score": expected.sum(-1),
                  "raw_months": raw_months}
         extras = {"logits": logits, "detected": detected, "gt_points": gt_points, "gt_valid": gt_valid,
-                  "raw_months": raw_months, "male": male, "bone_attention": attention, "image_hw": images.shape[-2:]}
+                  "male": male, "bone_attention": attention, "image_hw": images.shape[-2:]}
         return ModelOutput(bone_age_months=self.output_map(raw_months, male), rois=boxes, roi_scores=box_scores,
                            bones=bones, extras=extras)
 
@@ -159,7 +157,7 @@ class RusChnPipeline(BoneAgeModel):
         extras = outputs.extras
         months = batch["bone_age_months"].float()
         male = extras["male"]
-        parts = {"age": F.smooth_l1_loss(extras["raw_months"] / 12.0, months / 12.0, beta=0.5)}
+        parts = {"age": F.smooth_l1_loss(outputs.bones["raw_months"] / 12.0, months / 12.0, beta=0.5)}
         log_probs = extras["logits"].float().log_softmax(-1).masked_fill(~self.valid, 0.0)
         if self.prior_weight > 0:
             parts["prior"] = self.prior_weight * -(self._prior(months, male) * log_probs).sum(-1).mean()
@@ -223,6 +221,8 @@ def _weighted_stage_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 def rus_chn_factory(head: str = "stages", width: float = 1.0, label_range=(0.0, 228.0), max_pool: bool = False,
                     **kwargs) -> RusChnPipeline:
+    """The pipeline from a training recipe's model keywords. ``width``, ``label_range`` and ``max_pool``, which
+    every recipe passes, do not apply to it (its range is the RUS-CHN curve's) and are accepted and unused."""
     if head != "stages":
         raise ValueError(f"the RUS-CHN pipeline's head is its stage classifiers ('stages'), not {head!r}")
-    return RusChnPipeline(label_range=tuple(label_range), **kwargs)
+    return RusChnPipeline(**kwargs)
