@@ -61,3 +61,20 @@ def dicom_with_dates(path, birth="20150101", study="20240501", age="009Y", sex="
     ds.StudyDescription, ds.InstitutionName = "XR HAND LEFT", "Test Hospital"
     ds.save_as(path)
     return path
+
+
+def write_coco_keypoints(path, ids, points, size: int = 64, every: int = 3):
+    """A COCO keypoint file (boneage's 21 hand keypoints) for the ``size`` px images ``ids``: the same
+    ``points`` (21 (x, y) pairs, the left hand) on every image but each ``every``-th, left unannotated."""
+    import json
+
+    from boneage.data import KEYPOINT_NAMES
+
+    images = [{"id": i, "width": size, "height": size, "file_name": f"{i}.png"} for i in ids]
+    annotations = [{"image_id": i, "lefthand_valid": True, "righthand_valid": False,
+                    "lefthand_kpts": [v for x, y in points for v in (x, y, 2)], "righthand_kpts": [0] * 63}
+                   for n, i in enumerate(ids) if n % every]
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"keypoints": list(KEYPOINT_NAMES)}]}))
+    return path
+

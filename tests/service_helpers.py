@@ -67,6 +67,16 @@ class ThreadServer:
         self.thread.join(timeout=30)
 
 
+def submit_in_browser(page, url: str, model_name: str, image: Path, sex: str = "F") -> None:
+    """In the browser UI at ``url``: wait for the model ``model_name`` to be announced, choose ``image`` and
+    ``sex``, and submit (the caller waits for what it expects to see)."""
+    page.goto(url + "/")
+    page.wait_for_selector(f"#model-info:has-text('{model_name}')")
+    page.set_input_files("#file", str(image))
+    page.select_option("#sex", sex)
+    page.click("#submit")
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))

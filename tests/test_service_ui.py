@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RSNA_512
-from tests.service_helpers import ThreadServer, phantom_png
+from tests.service_helpers import ThreadServer, phantom_png, submit_in_browser
 
 
 @pytest.fixture
@@ -125,11 +125,7 @@ def test_the_radiograph_is_shown_large_with_a_full_size_link_and_a_rejection_bes
     white.write_bytes(png_bytes(np.full((400, 300), 255, np.uint8)))
     with ThreadServer(tmp_path / "data", model=tiny_model_dir) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url + "/")
-        page.wait_for_selector("#model-info:has-text('tiny-test')")
-        page.set_input_files("#file", str(hand))
-        page.select_option("#sex", "F")
-        page.click("#submit")
+        submit_in_browser(page, server.url, "tiny-test", hand)
         page.wait_for_selector("#overlay-image[data-loaded='true']", timeout=60_000)
         page.wait_for_selector("#overlay-size:has-text('px')")
         assert page.inner_text("#overlay-size") == "(320 × 320 px)"

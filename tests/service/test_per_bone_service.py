@@ -12,7 +12,7 @@ from boneage.clinical import interpret
 from boneage.clinical.assessment import BONE_NAMES, RUS_CHN_SCALE
 from boneage.data.rus_chn import BONES, stage_score
 from tests.conftest import export_tiny_model
-from tests.service_helpers import ThreadServer, phantom_png
+from tests.service_helpers import ThreadServer, phantom_png, submit_in_browser
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,7 @@ def test_the_result_page_shows_the_bones_table(browser, tmp_path, rus_chn_dir, t
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(server.url + "/")
-        page.wait_for_selector("#model-info:has-text('tiny-rus-chn')")
-        page.set_input_files("#file", str(hand))
-        page.select_option("#sex", "F")
-        page.click("#submit")
+        submit_in_browser(page, server.url, "tiny-rus-chn", hand)
         page.wait_for_selector("#bone-age:has-text('years')", timeout=60_000)
         [record] = server.store.list()["items"]
         result = server.store.get(record["id"])["result"]
@@ -106,11 +102,7 @@ def test_the_result_page_shows_the_bones_table(browser, tmp_path, rus_chn_dir, t
         page.close()
     with ThreadServer(tmp_path / "data-plain", model=tiny_model_dir) as server:  # another model: no table
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url + "/")
-        page.wait_for_selector("#model-info:has-text('tiny-test')")
-        page.set_input_files("#file", str(hand))
-        page.select_option("#sex", "F")
-        page.click("#submit")
+        submit_in_browser(page, server.url, "tiny-test", hand)
         page.wait_for_selector("#bone-age:has-text('years')", timeout=60_000)
         assert not page.is_visible("#bones") and page.locator("#bone-rows tr").count() == 0
         page.close()

@@ -5,8 +5,8 @@ import json
 import re
 
 import pytest
+from tests.helpers import write_coco_keypoints
 
-from boneage.data import KEYPOINT_NAMES
 from boneage.errors import InvalidInputError
 from boneage.models import load_model
 from boneage.preprocess import PreprocessConfig
@@ -22,13 +22,7 @@ def annotated_phantoms(tmp_path_factory):
     image_dir, labels = write_phantom_dataset(folder, 120, size=64, seed=0)
     ids = sorted(p.stem for p in image_dir.glob("*.png"))
     pattern = [(12 + 40 * (k % 5) / 4, 10 + 44 * (k // 5) / 4) for k in range(21)]
-    images = [{"id": i, "width": 64, "height": 64, "file_name": f"{i}.png"} for i in ids]
-    annotations = [{"image_id": i, "lefthand_valid": True, "righthand_valid": False,
-                    "lefthand_kpts": [v for x, y in pattern for v in (x, y, 2)], "righthand_kpts": [0] * 63}
-                   for n, i in enumerate(ids) if n % 3]
-    keypoints = folder / "keypoints.json"
-    keypoints.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": [{"keypoints": list(KEYPOINT_NAMES)}]}))
+    keypoints = write_coco_keypoints(folder / "keypoints.json", ids, pattern)
     return image_dir, labels, keypoints
 
 

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.helpers import write_coco_keypoints
 
 from boneage.data import KEYPOINT_NAMES, write_phantom_dataset
 from boneage.data.rus_chn import BONES
@@ -31,14 +32,7 @@ def phantoms(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rus_phantoms")
     image_dir, labels = write_phantom_dataset(folder, 60, size=64, seed=0)
     ids = sorted(p.stem for p in image_dir.glob("*.png"))
-    points = [HAND[name] for name in KEYPOINT_NAMES]
-    images = [{"id": i, "width": 64, "height": 64, "file_name": f"{i}.png"} for i in ids]
-    annotations = [{"image_id": i, "lefthand_valid": True, "righthand_valid": False,
-                    "lefthand_kpts": [v for x, y in points for v in (x, y, 2)], "righthand_kpts": [0] * 63}
-                   for n, i in enumerate(ids) if n % 3]
-    keypoints = folder / "keypoints.json"
-    keypoints.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": [{"keypoints": list(KEYPOINT_NAMES)}]}))
+    keypoints = write_coco_keypoints(folder / "keypoints.json", ids, [HAND[name] for name in KEYPOINT_NAMES])
     stages = folder / "stages.csv"
     stages.write_text("id,bone,stage\n" + "".join(f"{i},Radius,{n % 14}\n{i},dipfifth,{n % 11}\n" for n, i in enumerate(ids)))
     return image_dir, labels, keypoints, stages
