@@ -10,7 +10,10 @@ first, and :func:`explain_image` draws the first one:
   mean, normalised) laid over the radiograph, one named panel per module (Att1_1, Att2_1, ...) tiled;
 * ``'gradcam'`` (ResNets and ensembles of them): Grad-CAM on the model's ``cam_layers()`` (Selvaraju et
   al.): the feature maps weighted by the mean gradient of the predicted bone age, rectified, upsampled
-  and laid over the radiograph as a heat map (an ensemble's members' maps are averaged).
+  and laid over the radiograph as a heat map (an ensemble's members' maps are averaged);
+* ``'localize'`` (localize-then-regress): three panels, the Grad-CAM of the age group the localizer
+  predicted, the mask it thresholds at gamma with the crop box, and the crop itself, taken from the
+  radiograph as shown (the full-resolution image, reduced to at most DISPLAY_MAX_SIDE).
 
 The evidence is computed on the model input (what the network saw) and drawn on the radiograph at its
 own aspect ratio: through the geometry of the preprocessing (:class:`~boneage.preprocess.Prepared`:
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from .preprocess import Prepared, PreprocessConfig, to_model_input
 from .utils import atomic_write, evaluating
 
-__all__ = ["Evidence", "attention_maps", "display_image", "explain_image", "gradcam", "save_evidence"]
+__all__ = ["Evidence", "attention_maps", "display_image", "explain_image", "gradcam", "localization", "save_evidence"]
 
 ROI_COLOUR = (255, 196, 0)
 # the RUS-CHN bones (boneage.data.rus_chn.BONES) as short labels: radius, ulna, metacarpals, proximal,
@@ -252,30 +255,50 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _attention_mosaic(canvas: _Canvas, maps: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """One panel per module (its mask over the canvas, its name in the corner), tiled in a grid of
-    ``ceil(sqrt(n))`` columns on black; panels are at most PANEL_MAX_SIDE px."""
+def _panel(base: np.ndarray, name: str, font) -> np.ndarray:
+    """A copy of ``base`` with ``name`` on a black tag in its top-left corner."""
     from PIL import Image, ImageDraw
+
+    panel = Image.fromarray(base)
+    draw = ImageDraw.Draw(panel)
+    _, _, right, bottom = draw.textbbox((4, 3), name, font=font)
+    draw.rectangle([0, 0, right + 4, bottom + 3], fill=(0, 0, 0))
+    draw.text((4, 3), name, fill=(255, 255, 255), font=font)
+    return np.asarray(panel)
+
+
+def _tile(panels: list[np.ndarray], columns: int) -> np.ndarray:
+    """Equal-sized RGB panels in a grid of ``columns`` on black, PANEL_GAP apart."""
+    from PIL import Image
+
+    height, width = panels[0].shape[:2]
+    rows = int(np.ceil(len(panels) / columns))
+    mosaic = Image.new("RGB", (columns * width + (columns - 1) * PANEL_GAP, rows * height + (rows - 1) * PANEL_GAP))
+    for k, panel in enumerate(panels):
+        row, column = divmod(k, columns)
+        mosaic.paste(Image.fromarray(panel), (column * (width + PANEL_GAP), row * (height + PANEL_GAP)))
+    return np.asarray(mosaic)
+
+
+def _panel_base(canvas: _Canvas) -> np.ndarray:
+    """The canvas reduced to at most PANEL_MAX_SIDE px (for a mosaic of panels)."""
+    from PIL import Image
 
     base = canvas.base
     scale = PANEL_MAX_SIDE / max(base.shape[:2])
     if scale < 1:
         size = (max(1, round(base.shape[1] * scale)), max(1, round(base.shape[0] * scale)))
         base = np.asarray(Image.fromarray(base).resize(size, Image.Resampling.LANCZOS))
-    height, width = base.shape[:2]
-    columns = int(np.ceil(np.sqrt(len(maps))))
-    rows = int(np.ceil(len(maps) / columns))
-    mosaic = Image.new("RGB", (columns * width + (columns - 1) * PANEL_GAP, rows * height + (rows - 1) * PANEL_GAP))
-    font = _font(max(10, min(height, width) // 16))
-    for k, (name, heatmap) in enumerate(maps):
-        panel = Image.fromarray(_heat_overlay(canvas, heatmap, base))
-        draw = ImageDraw.Draw(panel)
-        _, _, right, bottom = draw.textbbox((4, 3), name, font=font)
-        draw.rectangle([0, 0, right + 4, bottom + 3], fill=(0, 0, 0))
-        draw.text((4, 3), name, fill=(255, 255, 255), font=font)
-        row, column = divmod(k, columns)
-        mosaic.paste(panel, (column * (width + PANEL_GAP), row * (height + PANEL_GAP)))
-    return np.asarray(mosaic)
+    return base
+
+
+def _attention_mosaic(canvas: _Canvas, maps: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """One panel per module (its mask over the canvas, its name in the corner), tiled in a grid of
+    ``ceil(sqrt(n))`` columns on black; panels are at most PANEL_MAX_SIDE px."""
+    base = _panel_base(canvas)
+    font = _font(max(10, min(base.shape[:2]) // 16))
+    panels = [_panel(_heat_overlay(canvas, heatmap, base), name, font) for name, heatmap in maps]
+    return _tile(panels, int(np.ceil(np.sqrt(len(maps)))))
 
 
 def _roi_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
@@ -334,7 +357,66 @@ def _gradcam_evidence(model, image, male, preprocess, canvas: _Canvas) -> Eviden
                     _heat_overlay(canvas, heatmap), heatmap=heatmap)
 
 
-_DRAW = {"rois": _roi_evidence, "attention": _attention_evidence, "gradcam": _gradcam_evidence}
+def localization(model, image: np.ndarray, male: float, preprocess: PreprocessConfig) -> dict[str, np.ndarray]:
+    """A localize-then-regress model's steps for one model input: ``heat`` ``(H, W)`` its Grad-CAM in [0, 1]
+    at the input's size, ``mask`` ``(H, W)`` bool (heat >= gamma), ``mask_box`` and ``crop_box`` ``(4,)``
+    ``(x0, y0, x1, y1)`` in input pixels, ``age_group`` (the class it explains). InvalidInputError for a
+    model that does not localize."""
+    from .errors import InvalidInputError
+
+    if "localize" not in model.capabilities.evidence:
+        raise InvalidInputError("this model does not localize before it regresses (--model localize does)")
+    x = _input_tensor(image, preprocess)
+    with evaluating(model), torch.inference_mode():
+        found = model.localize(x.float())
+    height, width = x.shape[-2:]
+    heat = F.interpolate(found["heat"][:, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    return {"heat": heat.clamp(0, 1).numpy(), "mask": (heat >= model.gamma).numpy(),
+            "mask_box": found["mask_box"][0].double().numpy() * scale, "crop_box": found["crop_box"][0].double().numpy() * scale,
+            "age_group": int(found["age_group"][0])}
+
+
+def _crop_panel(canvas: _Canvas, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The region ``box`` (canvas pixels) of the canvas's radiograph, black beyond it, fitted into ``size`` (h, w)
+    at its own aspect ratio, centred on black."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    region = Image.fromarray(canvas.base).crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))  # PIL pads with black
+    scale = min(size[0] / region.height, size[1] / region.width)
+    width, height = max(1, round(region.width * scale)), max(1, round(region.height * scale))
+    region = region.resize((width, height), Image.Resampling.LANCZOS)
+    panel = Image.new("RGB", (size[1], size[0]))
+    panel.paste(region, ((size[1] - width) // 2, (size[0] - height) // 2))
+    return np.asarray(panel)
+
+
+def _localize_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
+    """Three panels on the radiograph: the localizer's Grad-CAM, the mask it thresholds at gamma with the crop
+    box, and the crop itself taken from the radiograph at the resolution it is shown."""
+    from PIL import Image, ImageDraw
+
+    found = localization(model, image, male, preprocess)
+    base = _panel_base(canvas)
+    reduce = base.shape[0] / canvas.base.shape[0]
+    font = _font(max(10, min(base.shape[:2]) // 16))
+    crop = canvas.boxes(found["crop_box"][None])[0]
+    masked = Image.fromarray(_heat_overlay(canvas, found["mask"].astype(np.float32), base))
+    draw = ImageDraw.Draw(masked)
+    draw.rectangle([float(v) * reduce for v in crop], outline=ROI_COLOUR, width=max(1, round(max(base.shape[:2]) / 200)))
+    gamma = model.gamma
+    panels = [_panel(_heat_overlay(canvas, found["heat"], base), f"Grad-CAM, age group {found['age_group'] + 1}", font),
+              _panel(np.asarray(masked), f"mask (>= {gamma:g}) and crop", font),
+              _panel(_crop_panel(canvas, crop, base.shape[:2]), "crop", font)]
+    return Evidence("localize", f"localize-then-regress: Grad-CAM of the predicted age group, its mask at gamma {gamma:g} "
+                    "and the region the bone age was read from, cropped from the radiograph",
+                    _tile(panels, len(panels)), rois=crop[None], roi_scores=np.ones(1), roi_labels=["crop"],
+                    heatmap=found["heat"], panels=["Grad-CAM", "mask", "crop"])
+
+
+_DRAW = {"rois": _roi_evidence, "attention": _attention_evidence, "gradcam": _gradcam_evidence,
+         "localize": _localize_evidence}
 
 
 def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display: np.ndarray | None = None) -> Evidence | None:

@@ -140,3 +140,32 @@ def test_evidence_of_a_hand_cropping_model_is_mapped_back_onto_the_whole_radiogr
     assert (evidence.overlay[outside] == grey[outside][:, None]).all()  # untouched outside the crop
     inside = evidence.overlay[80:240, 64:192]
     assert not np.array_equal(inside[..., 0], inside[..., 2])  # coloured inside it
+
+
+def test_localize_evidence_shows_the_heat_map_the_mask_and_the_crop_from_the_radiograph(tmp_path, phantom):
+    """Three panels on a 512 px radiograph of a 64 px model input: the crop panel is the radiograph's own region
+    (its 512 px detail), at the box the model cropped, mapped from input to radiograph pixels."""
+    from PIL import Image
+
+    from boneage.explain import localization
+
+    folder = export_tiny_model(tmp_path, "loc", "localize_regress", width=0.25, localizer_width=0.25, head="mse",
+                               localizer_size=[64, 64], crop_size=[32, 32], gamma=0.3)
+    loaded = Predictor(folder, check_hand=False).loaded
+    radiograph = np.kron(phantom, np.ones((8, 8), np.uint8))  # 512 x 512
+    radiograph = (radiograph.astype(np.int16) + np.random.default_rng(0).integers(-20, 20, (512, 512))).clip(0, 255)
+    display = display_image(radiograph.astype(np.uint8))
+    evidence = explain_image(loaded, phantom, 1.0, display=display)
+    assert evidence.kind == "localize" and evidence.panels == ["Grad-CAM", "mask", "crop"]
+    assert evidence.overlay.shape == (512, 3 * 512 + 8, 3) and "gamma 0.3" in evidence.label
+    found = localization(loaded.model, phantom, 1.0, loaded.preprocess)
+    assert found["heat"].shape == (64, 64) and found["mask"].dtype == bool
+    np.testing.assert_allclose(found["mask"], found["heat"] >= 0.3)
+    box = found["crop_box"] * 8  # model-input pixels -> radiograph pixels
+    np.testing.assert_allclose(evidence.rois[0], box, atol=1e-6)
+    assert evidence.to_dict()["roi_labels"] == ["crop"]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    region = Image.fromarray(np.repeat(display[..., None], 3, axis=2)).crop((x0, y0, x1, y1))
+    expected = np.asarray(region.resize((512, 512), Image.Resampling.LANCZOS))
+    crop_panel = evidence.overlay[:, 2 * (512 + 4):]
+    np.testing.assert_array_equal(crop_panel[64:], expected[64:])  # below the panel's name tag

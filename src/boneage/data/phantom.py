@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["hand_phantom", "phantom_dataset", "write_phantom_dataset"]
+__all__ = ["hand_phantom", "phantom_dataset", "tall_phantom", "tall_phantom_dataset", "write_phantom_dataset"]
 
 # Finger base angles (degrees from vertical, thumb first) and relative lengths of the three segments.
 _FINGERS = [(-52, 0.62), (-16, 0.95), (0, 1.0), (14, 0.95), (28, 0.78)]
@@ -102,6 +102,49 @@ def phantom_dataset(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, 
     sexes = ["M" if rng.random() < 0.5 else "F" for _ in range(n)]
     images = np.stack([hand_phantom(a, s, size, rng) for a, s in zip(ages, sexes)])
     return images, ages, sexes
+
+
+def tall_phantom(age_months: float, sex: str = "M", size: tuple[int, int] = (3000, 900), hand_side: int | None = None,
+                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A tall ``size`` = (height, width) uint8 image, like a whole-body scan, whose age signal is confined to a
+    known band: a :func:`hand_phantom` of ``hand_side`` px (default the full width: a band as wide as the
+    image) at a random height (and place across, when narrower), over a body of age-independent distractors
+    (a column of vertebrae, two long bones, ribs, noise). Returns ``(image, box)`` with ``box`` =
+    ``(x0, y0, x1, y1)`` the hand's square in pixels."""
+    rng = rng or np.random.default_rng()
+    height, width = (int(v) for v in size)
+    side = int(hand_side or width)
+    if not 8 <= side <= min(height, width):
+        raise ValueError(f"hand_side must fit the image ({size}), got {side}")
+    image = np.full((height, width), rng.uniform(0.05, 0.15), dtype=np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    body = np.zeros_like(image)
+    centre = width * rng.uniform(0.45, 0.55)
+    step = width * 0.12
+    for y in np.arange(rng.uniform(0, step), height, step):  # vertebrae: age-independent
+        body = np.maximum(body, rng.uniform(0.3, 0.6) * _disc(yy, xx, (y, centre + rng.normal(0, 2)), width * 0.045))
+    for x in (width * 0.25, width * 0.75):  # two long bones
+        top = height * rng.uniform(0.45, 0.6)
+        body = np.maximum(body, rng.uniform(0.3, 0.6) * _capsule(yy, xx, (top, x), (height * 0.95, x), width * 0.035))
+    for y in np.linspace(height * 0.1, height * 0.35, 6):  # ribs
+        body = np.maximum(body, rng.uniform(0.2, 0.5) * _capsule(yy, xx, (y, width * 0.1), (y + width * 0.08, width * 0.9),
+                                                                 width * 0.012))
+    image += 0.55 * body + rng.normal(0, 0.02, size=image.shape).astype(np.float32)
+    hand = hand_phantom(age_months, sex, side, rng).astype(np.float32) / 255.0
+    y0, x0 = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    image[y0 : y0 + side, x0 : x0 + side] = np.maximum(image[y0 : y0 + side, x0 : x0 + side], hand)
+    return np.clip(image * 255.0, 0, 255).astype(np.uint8), (x0, y0, x0 + side, y0 + side)
+
+
+def tall_phantom_dataset(n: int, size: tuple[int, int] = (3000, 900), seed: int = 0,
+                         hand_side: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """``n`` :func:`tall_phantom` images with bone ages uniform in 6-216 months:
+    ``(images uint8 (n, H, W), ages, sexes, boxes (n, 4))``."""
+    rng = np.random.default_rng(seed)
+    ages = rng.uniform(6.0, 216.0, size=n).round(1)
+    sexes = ["M" if rng.random() < 0.5 else "F" for _ in range(n)]
+    drawn = [tall_phantom(a, s, size, hand_side, rng) for a, s in zip(ages, sexes)]
+    return np.stack([d[0] for d in drawn]), ages, sexes, np.array([d[1] for d in drawn], dtype=np.float64)
 
 
 def write_phantom_dataset(folder: str | Path, n: int, size: int = 64, seed: int = 0) -> tuple[Path, Path]:

@@ -4,7 +4,7 @@
 One module per method family registers its models on import; this package imports them all.
 """
 
-from . import alanet, ensemble, global_resnet, residual_attention, rus_chn  # noqa: F401  (register their models)
+from . import alanet, ensemble, global_resnet, localize, residual_attention, rus_chn  # noqa: F401  (register their models)
 from ._registry import create_model, list_models, model_defaults, model_description, register_model
 from .base import EVIDENCE_KINDS, BoneAgeModel, Capabilities, ModelOutput
 from .ensemble import Ensemble, combine_models

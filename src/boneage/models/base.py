@@ -28,7 +28,7 @@ from torch.utils import _pytree
 
 __all__ = ["EVIDENCE_KINDS", "BoneAgeModel", "Capabilities", "ModelOutput"]
 
-EVIDENCE_KINDS = ("rois", "attention", "gradcam")  # what a model can show a reader (boneage.explain draws it)
+EVIDENCE_KINDS = ("rois", "attention", "gradcam", "localize")  # what a model can show a reader (boneage.explain draws it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Capabilities:
     """What a model offers and needs.
 
     ``evidence``: the kinds of visual evidence it can give, most telling first (``'rois'``: the anatomical
-    regions it pooled, ``'attention'``: its attention maps, ``'gradcam'``: Grad-CAM on ``cam_layers()``);
+    regions it pooled, ``'attention'``: its attention maps, ``'gradcam'``: Grad-CAM on ``cam_layers()``,
+    ``'localize'``: a localize-then-regress model's heat map, thresholded mask and crop);
     ``needs_keypoints``: it trains on hand keypoints; ``ensemble``: it averages member models (its
     output has ``member_months``, whose spread is an uncertainty); ``per_bone``: its output has per-bone
     results (``ModelOutput.bones``); ``output_map``: its bone age is a monotone map of a raw output

@@ -15,7 +15,7 @@ from ._registry import register_model
 from .base import BoneAgeModel, Capabilities, ModelOutput
 from .heads import create_head
 
-__all__ = ["GlobalResNet", "build_resnet_backbone"]
+__all__ = ["GlobalResNet", "build_resnet_backbone", "resnet_features"]
 
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50"}
 
@@ -39,6 +39,14 @@ def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1, 
     return net, channels
 
 
+def resnet_features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A :func:`build_resnet_backbone` module's last feature map ``(N, F, H/32, W/32)`` (``H/16`` without max pooling)."""
+    x = backbone.act(backbone.bn1(backbone.conv1(images)))
+    if not backbone.no_max_pool:
+        x = backbone.maxpool(x)
+    return backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(x))))
+
+
 class GlobalResNet(BoneAgeModel):
     """ResNet global features + sex features, decoded by an ordinal or an L1/MSE regression head."""
 
@@ -55,11 +63,7 @@ class GlobalResNet(BoneAgeModel):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> the 4th block's feature map ``(N, F, H/32, W/32)`` (``H/16`` without max pooling)."""
-        b = self.backbone
-        x = b.act(b.bn1(b.conv1(images)))
-        if not b.no_max_pool:
-            x = b.maxpool(x)
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        return resnet_features(self.backbone, images)
 
     capabilities = Capabilities(evidence=("gradcam",))
 
