@@ -132,7 +132,7 @@ class Predictor:
         self.preprocess = self.loaded.preprocess
         self.tta = self.loaded.tta
         self.check_hand = bool(check_hand)
-        self.pipeline = model_preprocessing(self.preprocess, check_hand=check_hand)
+        self.pipeline = model_preprocessing(self.preprocess.at_inference(), check_hand=check_hand)
 
     @property
     def model(self) -> BoneAgeModel:

@@ -42,9 +42,9 @@ def _data_arguments(d) -> None:
 
 
 def _transfer_arguments(t) -> None:
-    t.add_argument("--init", default=None, metavar="MODEL",
+    t.add_argument("--init", action="append", default=None, metavar="MODEL",
                    help="start from the weights of this model folder or checkpoint whose names and shapes match "
-                        "(the rest are reported)")
+                        "(the rest are reported); repeat it to load several, a later one overriding an earlier one")
     t.add_argument("--init-member", type=_args.non_negative_int, default=0, metavar="K",
                    help="when --init is an ensemble (such as the default model): the member to load (default 0)")
     t.add_argument("--freeze", type=_args.name_list, default=[], metavar="MODULES",
@@ -68,6 +68,9 @@ def _model_arguments(m) -> None:
                    help="keep the ResNet stem's max pooling (default: off, for features twice as fine at small inputs)")
     m.add_argument("--label-range", type=_args.float_pair, default=(0.0, 228.0), metavar="MIN,MAX", help="months")
     m.add_argument("--image-size", type=_args.image_size, default=(100, 100), metavar="N|HxW")
+    m.add_argument("--inference-size", type=_args.image_size, default=None, metavar="N|HxW",
+                   help="give the exported model the hand at this size at inference instead of --image-size (a model "
+                        "that crops detail from the full-resolution image: --model localize_regress)")
     m.add_argument("--resize", default="stretch", choices=RESIZE_POLICIES)
     m.add_argument("--normalization", default="percentile", choices=NORMALIZATIONS)
 
@@ -140,7 +143,7 @@ def train_config(args):
     preprocess = PreprocessConfig(
         image_size=args.image_size, resize=args.resize, normalization=args.normalization, hand=args.hand,
         crop_margin=args.crop_margin, fix_inversion=args.fix_inversion,
-        contrast="hand" if args.hand_contrast else "image", segmenter=args.segmenter,
+        contrast="hand" if args.hand_contrast else "image", segmenter=args.segmenter, inference_size=args.inference_size,
     )
     from ..models import model_defaults
 

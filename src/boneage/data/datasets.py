@@ -204,7 +204,9 @@ def samples_summary(samples: list[Sample]) -> dict:
 
 
 def _cache_key(samples: list[Sample], config: PreprocessConfig) -> str:
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    # inference_size does not change the images decoded at image_size (and older caches hold no such key)
+    settings = {key: value for key, value in config.to_dict().items() if key != "inference_size"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for s in samples:
         try:
             stat = os.stat(s.path)

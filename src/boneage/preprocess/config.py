@@ -37,6 +37,10 @@ class PreprocessConfig(DictConfig):
     contrast: str = "image"  # "hand": percentile normalisation over the hand's pixels only
     segmenter: str = "default"  # the segmenter folder, or "default" (the one shipped in the package)
     segmenter_version: str | None = None  # the version trained with; another one is refused
+    # The model input's size at inference when it differs from image_size (the training size): a model that
+    # takes its detail from the full-resolution image (localize-then-regress crops from it) is given the hand
+    # at this size, the same preprocessing otherwise. None: image_size.
+    inference_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
@@ -51,12 +55,22 @@ class PreprocessConfig(DictConfig):
         self.fix_inversion = bool(self.fix_inversion)
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise InvalidInputError(f"image_size must be two sizes of at least 8 px, got {self.image_size}")
+        if self.inference_size is not None:
+            self.inference_size = tuple(int(v) for v in self.inference_size)
+            if len(self.inference_size) != 2 or min(self.inference_size) < 8:
+                raise InvalidInputError(f"inference_size must be two sizes of at least 8 px, got {self.inference_size}")
         if self.resize not in RESIZE_POLICIES:
             raise InvalidInputError(f"resize policy {self.resize!r} unknown; choose from {RESIZE_POLICIES}")
         if self.normalization not in NORMALIZATIONS:
             raise InvalidInputError(
                 f"normalization {self.normalization!r} unknown; choose from {NORMALIZATIONS}"
             )
+
+    def at_inference(self) -> PreprocessConfig:
+        """The config inference prepares images with: ``image_size`` replaced by ``inference_size`` when set."""
+        if self.inference_size is None:
+            return self
+        return dataclasses.replace(self, image_size=self.inference_size, inference_size=None)
 
     @property
     def uses_segmenter(self) -> bool:

@@ -42,7 +42,7 @@ class TrainConfig:
     label_range: tuple[float, float] = (0.0, 228.0)
     model_kwargs: dict = dataclasses.field(default_factory=lambda: {"max_pool": False})
     # transfer learning: start from another model's matching weights, freeze module prefixes
-    init: str | None = None
+    init: str | list | None = None  # one model, or several loaded in order (a later one overrides an earlier one)
     init_member: int = 0  # from an ensemble: the member whose weights are loaded
     freeze: list = dataclasses.field(default_factory=list)
     init_lr_scale: float = 1.0  # learning rate of the loaded (and not frozen) weights, as a fraction of lr

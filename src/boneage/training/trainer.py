@@ -187,9 +187,11 @@ class Trainer:
         ``--freeze``: no gradients for the named modules."""
         config = self.config
         if config.init and self.checkpoint is None:
-            report = load_matching_weights(self.model, config.init, config.init_member)
-            self.loaded_names = report.loaded
-            self.log(report.summary())
+            sources = [config.init] if isinstance(config.init, str) else list(config.init)
+            for source in sources:
+                report = load_matching_weights(self.model, source, config.init_member)
+                self.loaded_names = sorted(set(self.loaded_names) | set(report.loaded))
+                self.log(report.summary())
         if config.freeze:
             frozen = freeze(self.model, config.freeze)
             self.log(f"--freeze {','.join(config.freeze)}: {len(frozen)} parameter tensors frozen")
