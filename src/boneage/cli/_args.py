@@ -177,3 +177,9 @@ def key_value(value: str) -> tuple[str, object]:
     except ValueError:
         parsed = text
     return key.strip(), parsed
+
+
+def degradation(value: str):
+    from ..preprocess.degrade import parse_degradation
+
+    return _checked(parse_degradation, value)

@@ -13,7 +13,8 @@ from ..utils import atomic_write
 from .metrics import compute_metrics
 from .plots import plot_agreement
 
-__all__ = ["EvaluationResult", "evaluate_collection", "evaluate_samples", "predict_samples", "write_predictions"]
+__all__ = ["EvaluationResult", "evaluate_collection", "evaluate_degraded", "evaluate_samples", "predict_samples",
+           "write_predictions"]
 
 
 @dataclasses.dataclass
@@ -24,12 +25,26 @@ class EvaluationResult:
     skipped: list[dict]  # {"id", "path", "error"} for images that could not be read
 
 
+def _prepare(predictor: Predictor, sample: Sample, degrade):
+    """The sample's file through the model's preprocessing, degraded first (seeded by its id) when asked."""
+    if degrade is None:
+        return predictor.prepare(sample.path)
+    import zlib
+
+    from ..io import read_image
+
+    image = read_image(sample.path)
+    pixels = degrade(image.pixels, np.random.default_rng(zlib.crc32(sample.id.encode())))
+    return predictor.prepare(dataclasses.replace(image, pixels=pixels), str(sample.path))
+
+
 def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False,
-                    what: str = "evaluated", desc: str = "evaluating",
+                    what: str = "evaluated", desc: str = "evaluating", degrade=None,
                     ) -> tuple[list[Sample], np.ndarray, np.ndarray | None, list[dict]]:
     """Every sample through the model's own preprocessing, ``batch_size`` at a time -> ``(used samples, months,
     member SD or None, skipped)``; unreadable images are skipped and listed (``{"id", "path", "error"}``), never
-    silently dropped; none readable is a DatasetError saying none could be ``what``."""
+    silently dropped; none readable is a DatasetError saying none could be ``what``. ``degrade``: a
+    :class:`~boneage.preprocess.degrade.Degradation` applied to each decoded image first."""
     used, skipped, months, spread = [], [], [], []
     batches = range(0, len(samples), batch_size)
     if progress:
@@ -40,7 +55,7 @@ def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: 
         prepared, chunk = [], []
         for sample in samples[start : start + batch_size]:
             try:
-                prepared.append(predictor.prepare(sample.path))
+                prepared.append(_prepare(predictor, sample, degrade))
             except BoneAgeError as err:
                 skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
                 continue
@@ -66,6 +81,33 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size:
     return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted_months, skipped=skipped)
 
 
+def evaluate_degraded(predictor: Predictor, samples: list[Sample], degradations, *, batch_size: int = 64,
+                      baseline: dict | None = None) -> list[dict]:
+    """The model on degraded copies of the samples, one row per degradation: ``{'degradation', 'n', 'n_skipped',
+    'mae_months', 'rmse_months', 'mean_error_months', 'mae_change_months'}`` (the change against ``baseline``,
+    the clean images' metrics, when given)."""
+    rows = []
+    for degradation in degradations:
+        used, months, _, skipped = predict_samples(predictor, samples, batch_size=batch_size, degrade=degradation)
+        metrics = compute_metrics(months, [s.bone_age_months for s in used], [s.sex for s in used])
+        row = {"degradation": degradation.label, "n": metrics["n"], "n_skipped": len(skipped),
+               **{key: metrics[key] for key in ("mae_months", "rmse_months", "mean_error_months")}}
+        if baseline is not None:
+            row["mae_change_months"] = round(metrics["mae_months"] - baseline["mae_months"], 3)
+        rows.append(row)
+    return rows
+
+
+def format_degradation_table(rows: list[dict]) -> str:
+    """The rows of :func:`evaluate_degraded` as a plain-text table."""
+    lines = [f"{'degradation':<24} {'n':>6} {'MAE':>7} {'RMSE':>7} {'bias':>7} {'MAE change':>11}"]
+    for row in rows:
+        change = row.get("mae_change_months")
+        lines.append(f"{row['degradation']:<24} {row['n']:>6} {row['mae_months']:>7.2f} {row['rmse_months']:>7.2f} "
+                     f"{row['mean_error_months']:>+7.2f} {'' if change is None else f'{change:+.2f}':>11}")
+    return "\n".join(lines)
+
+
 def write_predictions(result: EvaluationResult, path) -> None:
     """``id,sex,bone_age_months,predicted_months``, one row per evaluated image (written atomically)."""
     rows = [f"{s.id},{s.sex},{s.bone_age_months},{p:.2f}" for s, p in zip(result.samples, result.predicted_months)]
@@ -74,10 +116,11 @@ def write_predictions(result: EvaluationResult, path) -> None:
 
 def evaluate_collection(images, labels, model=None, *, batch_size: int = 128, threads: int | None = None,
                         check_hand: bool = False, predictions_csv=None, plot=None,
-                        progress: bool = False) -> tuple[EvaluationResult, dict]:
+                        progress: bool = False, degradations=()) -> tuple[EvaluationResult, dict]:
     """The job of ``boneage evaluate``: ``model`` (a path, None for the shipped one) on an RSNA-layout
     collection -> ``(result, metrics with the model's name, version and source)``; writes the
-    per-image predictions and the agreement plot when asked."""
+    per-image predictions and the agreement plot when asked. With ``degradations`` the metrics hold
+    ``'degradations'``, the rows of :func:`evaluate_degraded` on degraded copies of the same images."""
     from ..data import load_rsna
 
     samples = load_rsna(images, labels)
@@ -85,6 +128,9 @@ def evaluate_collection(images, labels, model=None, *, batch_size: int = 128, th
     result = evaluate_samples(predictor, samples, batch_size=batch_size, progress=progress)
     loaded = predictor.loaded
     metrics = {**result.metrics, "model": {"name": loaded.name, "version": loaded.version, "source": loaded.source}}
+    if degradations:
+        metrics["degradations"] = evaluate_degraded(predictor, samples, degradations, batch_size=batch_size,
+                                                    baseline=result.metrics)
     if predictions_csv:
         write_predictions(result, predictions_csv)
     if plot:
