@@ -119,3 +119,41 @@ def test_transform_points_follows_the_augmentation_warp():
         centroid = torch.stack([(mass * xx).sum() / mass.sum(), (mass * yy).sum() / mass.sum()])
         assert torch.allclose(moved[i, 0], centroid, atol=0.1), (moved[i, 0], centroid)
     assert (theta[:, 0, 0] < 0).any() and (theta[:, 0, 0] > 0).any()  # both flipped and unflipped cases ran
+
+
+def _acquisition_only(**options) -> AugmentConfig:
+    config = AugmentConfig.none()
+    for key, value in options.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_acquisition_augmentations_are_off_by_default_and_draw_nothing_then():
+    """Older recipes draw exactly as they did: the same generator state after a batch with the defaults."""
+    x = torch.rand(4, 1, 16, 16)
+    first, second = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    augment_batch(x, AugmentConfig(), first)
+    augment_batch(x, AugmentConfig(**{**AugmentConfig().to_dict(), "blur": 0.0, "noise": 0.0}), second)
+    assert torch.equal(first.get_state(), second.get_state())
+    assert AugmentConfig().resample == AugmentConfig().blur == AugmentConfig().noise == AugmentConfig().jpeg == 0
+
+
+def test_acquisition_augmentations_do_what_they_say():
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    board = (((yy // 2) + (xx // 2)) % 2).float()[None, None].repeat(6, 1, 1, 1)  # 2 px checkerboard
+    flat = torch.full((6, 1, 32, 32), 0.5)
+    blurred = augment_batch(board, _acquisition_only(blur=2.0), torch.Generator().manual_seed(0))
+    assert blurred.std(dim=(1, 2, 3)).min() < 0.3 < board.std()  # some images blurred a lot (SD up to 2 px)
+    torch.testing.assert_close(blurred.mean(), board.mean(), atol=0.02, rtol=0)  # a blur keeps the mean
+    noisy = augment_batch(flat, _acquisition_only(noise=0.1), torch.Generator().manual_seed(0))
+    sd = (noisy - flat).std(dim=(1, 2, 3))
+    assert 0.0 <= sd.min() and sd.max() <= 0.12 and sd.max() > 0.03
+    resampled = augment_batch(board, _acquisition_only(resample=1.0), torch.Generator().manual_seed(0))
+    assert resampled.shape == board.shape and not torch.allclose(resampled, board)  # every image lost its fine detail
+    assert ((resampled - board).abs().mean(dim=(1, 2, 3)) > 0.1).all()
+    smooth = augment_batch(board, _acquisition_only(blur=1.5), torch.Generator().manual_seed(1))
+    compressed = augment_batch(smooth, _acquisition_only(jpeg=1.0), torch.Generator().manual_seed(0))
+    change = (compressed - smooth).abs().mean(dim=(1, 2, 3))
+    assert (change > 0.001).all() and (change < 0.2).all()  # artefacts, not another image
+    untouched = augment_batch(board, _acquisition_only(jpeg=0.0001, resample=0.0001), torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, board)  # chosen with (almost) no probability: left as they were

@@ -97,6 +97,11 @@ def _augment_arguments(a) -> None:
     a.add_argument("--contrast", type=float, default=0.2)
     a.add_argument("--brightness", type=float, default=0.1)
     a.add_argument("--gamma", type=float, default=0.2)
+    a.add_argument("--resample-prob", type=float, default=0.0,
+                   help="probability of resampling an image down (35-90 %%, nearest/bilinear/area) and up again")
+    a.add_argument("--blur", type=float, default=0.0, help="largest SD (px) of a Gaussian blur, uniform from 0")
+    a.add_argument("--noise", type=float, default=0.0, help="largest SD of Gaussian noise on [0, 1] images, uniform from 0")
+    a.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG compression at quality 15-80")
 
 
 def _optimisation_arguments(o) -> None:
@@ -138,7 +143,8 @@ def train_config(args):
 
     augment = AugmentConfig.none() if args.no_augment else AugmentConfig(
         hflip=args.hflip, rotation_deg=args.rotation, scale=args.scale_range, translate=args.translate,
-        contrast=args.contrast, brightness=args.brightness, gamma=args.gamma,
+        contrast=args.contrast, brightness=args.brightness, gamma=args.gamma, resample=args.resample_prob, blur=args.blur,
+        noise=args.noise, jpeg=args.jpeg_prob,
     )
     preprocess = PreprocessConfig(
         image_size=args.image_size, resize=args.resize, normalization=args.normalization, hand=args.hand,

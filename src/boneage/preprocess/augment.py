@@ -1,9 +1,11 @@
 """Batched, seeded data augmentation on ``(N, 1, H, W)`` tensors in [0, 1].
 
 Geometry (flip, rotation, isotropic scaling, translation) is one affine warp per image through
-``affine_grid``/``grid_sample``; intensity (contrast, brightness, gamma) is applied after it. All
+``affine_grid``/``grid_sample``; intensity (contrast, brightness, gamma) is applied after it, then what
+differs between acquisitions (off by default): resampling down and up again with another filter (aliasing
+included), blur, noise and JPEG compression, the degradations ``boneage evaluate --degrade`` measures. All
 randomness comes from the ``torch.Generator`` passed in, never from the global RNG, so a run is
-repeatable from its seed.
+repeatable from its seed (an option left at 0 draws nothing, so older recipes draw as they did).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from ..utils import DictConfig
 
-__all__ = ["AugmentConfig", "affine_theta", "augment_batch", "transform_points"]
+__all__ = ["AugmentConfig", "acquisition_augment", "affine_theta", "augment_batch", "transform_points"]
 
 
 @dataclasses.dataclass
@@ -28,7 +30,13 @@ class AugmentConfig(DictConfig):
     contrast: float = 0.2  # contrast factor uniform in [1-c, 1+c]
     brightness: float = 0.1  # additive shift uniform in [-b, b]
     gamma: float = 0.2  # log-uniform gamma in [1/(1+g), 1+g]
-
+    # acquisition (0 = off): probability of a down-and-up resampling (to 35-90 % of the size, nearest, bilinear or
+    # area down, bilinear up); the largest SD of a Gaussian blur (px, uniform from 0); the largest SD of Gaussian
+    # noise (uniform from 0); probability of JPEG compression at a quality uniform in 15-80
+    resample: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -92,4 +100,75 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
         b = _uniform(n, -config.brightness, config.brightness, generator).view(n, 1, 1, 1).to(out.dtype)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * c + mean + b).clamp(0, 1)
+    out = acquisition_augment(out, config, generator)
     return (out, theta) if return_theta else out
+
+
+RESAMPLE_MODES = ("nearest", "bilinear", "area")
+JPEG_QUALITY = (15, 80)
+
+
+def acquisition_augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """What differs between acquisitions, on ``(N, C, H, W)`` images in [0, 1]: resampling, blur, noise, JPEG
+    (each only when its option is above 0; see :class:`AugmentConfig`)."""
+    out = images
+    if config.resample > 0:
+        out = _resample(out, config.resample, generator)
+    if config.blur > 0:
+        out = _blur(out, _uniform(out.shape[0], 0.0, config.blur, generator), config.blur)
+    if config.noise > 0:
+        sd = _uniform(out.shape[0], 0.0, config.noise, generator).view(-1, 1, 1, 1).to(out.dtype)
+        out = (out + sd * torch.randn(out.shape, generator=generator).to(out.dtype)).clamp(0, 1)
+    if config.jpeg > 0:
+        out = _jpeg(out, config.jpeg, generator)
+    return out
+
+
+def _resample(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    n, _, height, width = images.shape
+    chosen = torch.rand(n, generator=generator) < probability
+    factors = _uniform(n, 0.35, 0.9, generator)
+    modes = torch.randint(0, len(RESAMPLE_MODES), (n,), generator=generator)
+    out = images.clone()
+    for k in torch.nonzero(chosen).flatten().tolist():
+        size = (max(8, round(height * float(factors[k]))), max(8, round(width * float(factors[k]))))
+        mode = RESAMPLE_MODES[int(modes[k])]
+        small = F.interpolate(images[k : k + 1], size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        out[k] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)[0]
+    return out
+
+
+def _blur(images: torch.Tensor, sigma: torch.Tensor, largest: float) -> torch.Tensor:
+    """A separable Gaussian blur of SD ``sigma[k]`` (px) per image (below 0.1 px: none)."""
+    n, channels, height, width = images.shape
+    radius = max(1, math.ceil(3 * largest))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    safe = sigma.clamp_min(0.1).view(-1, 1)
+    kernels = torch.exp(-(x**2) / (2 * safe**2))
+    kernels = torch.where(sigma.view(-1, 1) < 0.1, (x == 0).float().expand_as(kernels), kernels)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0).to(images.dtype)
+    flat = images.reshape(1, n * channels, height, width)
+    flat = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    flat = F.conv2d(flat, kernels.view(-1, 1, 1, 2 * radius + 1), groups=n * channels)
+    flat = F.conv2d(flat, kernels.view(-1, 1, 2 * radius + 1, 1), groups=n * channels)
+    return flat.view(n, channels, height, width)
+
+
+def _jpeg(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=generator) < probability
+    quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (n,), generator=generator)
+    out = images.clone()
+    for k in torch.nonzero(chosen).flatten().tolist():
+        for c in range(images.shape[1]):
+            pixels = (images[k, c].float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            stream = io.BytesIO()
+            Image.fromarray(pixels).save(stream, format="JPEG", quality=int(quality[k]))
+            with Image.open(io.BytesIO(stream.getvalue())) as decoded:
+                out[k, c] = torch.from_numpy(np.asarray(decoded.convert("L"), dtype=np.float32) / 255.0).to(images.dtype)
+    return out
