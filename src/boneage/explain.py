@@ -318,14 +318,23 @@ def _roi_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
                     np.asarray(picture), rois=boxes, roi_scores=scores[0])
 
 
-def _bone_evidence(model, image, male, preprocess, canvas: _Canvas) -> Evidence:
-    """A per-bone model's 13 bones: each box on the radiograph with its short name and stage on a dark tag."""
+def _bone_evidence(model, image, male, preprocess, canvas: _Canvas, bones: dict | None = None,
+                   geometry: Prepared | None = None) -> Evidence:
+    """A per-bone model's 13 bones: each box on the radiograph with its short name and stage on a dark tag.
+    ``bones``: the bones already found for this image (one image's :meth:`~boneage.inference.Predictor.predict_bones`,
+    boxes in the decoded image's pixels, mapped back through ``geometry``), else the model is run for them."""
     from PIL import Image, ImageDraw
 
     from .data.rus_chn import BONES
     from .inference import predict_bones
 
-    found = predict_bones(model, image[None], [male], preprocess)
+    if bones is not None and geometry is not None:
+        listed = bones["bones"]
+        corners = geometry.original_to_input(np.array([b["box"] for b in listed], dtype=np.float64).reshape(-1, 2, 2))
+        found = {"boxes": corners.reshape(1, -1, 4), "stage": np.array([[b["stage"] for b in listed]]),
+                 "box_scores": np.array([[b["box_score"] for b in listed]])}
+    else:
+        found = predict_bones(model, image[None], [male], preprocess)
     boxes = canvas.boxes(found["boxes"][0])
     labels = [f"{BONE_LABELS.get(name, name)} {int(stage)}" for name, stage in zip(BONES, found["stage"][0])]
     picture = Image.fromarray(canvas.base.copy())
@@ -419,12 +428,15 @@ _DRAW = {"rois": _roi_evidence, "attention": _attention_evidence, "gradcam": _gr
          "localize": _localize_evidence}
 
 
-def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display: np.ndarray | None = None) -> Evidence | None:
+def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display: np.ndarray | None = None,
+                  bones: dict | None = None) -> Evidence | None:
     """The evidence of ``loaded`` (a :class:`~boneage.models.LoadedModel`) for one preprocessed image, drawn
     on ``display`` (the radiograph as grayscale or RGB uint8, e.g. :func:`display_image` of its pixels;
     default: the model input, enlarged). ``prepared`` is the :class:`~boneage.preprocess.Prepared` the
     predictor made (its crop and resize place the evidence on the radiograph), or a bare model input
-    (``(H, W)`` uint8 or [0, 1]) taken to show the whole radiograph. None for a model that offers no
+    (``(H, W)`` uint8 or [0, 1]) taken to show the whole radiograph. ``bones``: a per-bone model's results for
+    this image when they are at hand (one image's :meth:`~boneage.inference.Predictor.predict_bones`, with a
+    ``prepared``), drawn as they are instead of running the model again. None for a model that offers no
     evidence of any kind."""
     model = loaded.model
     kinds = model.capabilities.evidence
@@ -434,7 +446,7 @@ def explain_image(loaded, prepared: Prepared | np.ndarray, male: float, display:
     image = geometry.to_uint8() if geometry is not None else np.asarray(prepared)
     canvas = _canvas(image, geometry, loaded.preprocess, display)
     if model.capabilities.per_bone:
-        return _bone_evidence(model, image, male, loaded.preprocess, canvas)
+        return _bone_evidence(model, image, male, loaded.preprocess, canvas, bones, geometry)
     return _DRAW[kinds[0]](model, image, male, loaded.preprocess, canvas)
 
 

@@ -164,3 +164,31 @@ def test_predict_json_and_text_show_the_bones(capsys, rus_chn_dir, tiny_model_di
     assert main(["predict", str(hands[0]), "--sex", "F", "--model", str(tiny_model_dir), "--json"]) == 0
     [plain] = json.loads(capsys.readouterr().out)
     assert "bones" not in plain and "rus_chn_score" not in plain
+
+
+def test_the_evidence_draws_the_bones_found_without_running_the_model_again(assessor, hands, monkeypatch):
+    """explain_image with the bones the assessment found gives the picture it draws when it runs the model itself,
+    and an assessment with its evidence runs the network as often as one without."""
+    from boneage.explain import display_image, explain_image
+    from boneage.io import read_image
+
+    image = read_image(hands[0])
+    prepared = assessor.predictor.prepare(image)
+    found = assessor.predictor.predict_bones([prepared], ["F"])[0]
+    display = display_image(image.pixels)
+    ran = explain_image(assessor.predictor.loaded, prepared, 0.0, display=display)
+    given = explain_image(assessor.predictor.loaded, prepared, 0.0, display=display, bones=found)
+    np.testing.assert_allclose(given.rois, ran.rois, atol=0.15)  # the boxes as reported, to 0.1 px
+    assert given.roi_labels == ran.roi_labels
+    cls = type(assessor.predictor.model)
+    original, calls = cls.forward, []
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", counted)
+    assessor.assess(hands[0], sex="F")
+    without = len(calls)
+    assert assessor.assess(hands[0], sex="F", explain=True).evidence is not None
+    assert without >= 1 and len(calls) == 2 * without

@@ -101,7 +101,8 @@ class Assessor:
             with self.lock:
                 prepared = self.predictor.prepare(item.image, item.name)
                 months, sd, bones = self.predictor.predict_with_bones([prepared], [sex])
-                evidence, failed = self._evidence(prepared, sex, base["radiograph"]) if explain else (None, False)
+                found = bones[0] if bones else None
+                evidence, failed = self._evidence(prepared, sex, base["radiograph"], found) if explain else (None, False)
         except ImageReadError as err:
             if not reject:
                 raise
@@ -153,12 +154,14 @@ class Assessor:
             what += ", each averaged over the image and its mirror image (flip views)"
         return f"{what}; interval = bone age +/- {INTERVAL_Z} SD"
 
-    def _evidence(self, prepared: Prepared, sex: str, display) -> tuple[Evidence | None, bool]:
+    def _evidence(self, prepared: Prepared, sex: str, display, bones: dict | None = None) -> tuple[Evidence | None, bool]:
         """The model's own visual evidence on the radiograph -> ``(evidence, failed)``; evidence None when
-        the model offers none. Evidence is an aid to the reader: a failure to draw it is logged and
-        reported (``failed``), and the assessment stands. Call with the lock held."""
+        the model offers none (``bones``: a per-bone model's results for the image, drawn without running it
+        again). Evidence is an aid to the reader: a failure to draw it is logged and reported (``failed``), and
+        the assessment stands. Call with the lock held."""
         try:
-            return explain_image(self.predictor.loaded, prepared, 1.0 if sex == "M" else 0.0, display=display), False
+            male = 1.0 if sex == "M" else 0.0
+            return explain_image(self.predictor.loaded, prepared, male, display=display, bones=bones), False
         except Exception as err:  # noqa: BLE001 - the bone age does not depend on it
             log.warning("the model's visual evidence could not be drawn (%s)", type(err).__name__)
             return None, True
@@ -211,7 +214,8 @@ class Assessor:
                     _add_bones(result, bones[k])
                 if explain:
                     with self.lock:
-                        evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels))
+                        evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels),
+                                                     bones[k] if bones else None)
                     if evidence is not None:
                         _attach(result, evidence)
                 results[position] = result
