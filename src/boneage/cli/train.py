@@ -51,6 +51,10 @@ def _transfer_arguments(t) -> None:
                    help="comma-separated module prefixes to train no further (e.g. detector, backbone)")
     t.add_argument("--init-lr-scale", type=_args.positive_float, default=1.0, metavar="F",
                    help="learning rate of the weights loaded by --init, as a fraction of --lr")
+    t.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="distil this model (e.g. default, an ensemble) into the one trained: its soft targets join the labels")
+    t.add_argument("--distill-weight", type=float, default=0.5, metavar="A",
+                   help="with --teacher: loss = (1 - A) x the labels' loss + A x the distillation loss (default 0.5)")
 
 
 def _model_arguments(m) -> None:
@@ -161,7 +165,7 @@ def train_config(args):
         cache_dir=args.cache_dir, keypoints=args.keypoints, annotated_only=args.annotated_only, model=args.model,
         head=head, width=args.width, label_range=args.label_range, model_kwargs=model_kwargs,
         stage_labels=args.stage_labels, init=args.init, init_member=args.init_member, freeze=args.freeze,
-        init_lr_scale=args.init_lr_scale,
+        init_lr_scale=args.init_lr_scale, teacher=args.teacher, distill_weight=args.distill_weight,
         preprocess=preprocess, augment=augment, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, val_every=args.val_every,

@@ -46,6 +46,8 @@ class TrainConfig:
     init_member: int = 0  # from an ensemble: the member whose weights are loaded
     freeze: list = dataclasses.field(default_factory=list)
     init_lr_scale: float = 1.0  # learning rate of the loaded (and not frozen) weights, as a fraction of lr
+    teacher: str | None = None  # distillation: a model whose soft targets the student learns too
+    distill_weight: float = 0.5  # weight of the distillation loss (the labels' loss: 1 - this)
     # preprocessing and augmentation
     preprocess: PreprocessConfig = dataclasses.field(default_factory=lambda: PreprocessConfig(image_size=(100, 100)))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)

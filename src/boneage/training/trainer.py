@@ -41,6 +41,7 @@ from ..models import create_model, export_model, load_checkpoint, load_model, sa
 from ..preprocess import augment_batch, to_model_input
 from ..utils import atomic_write, autocast
 from .config import TrainConfig
+from .distill import check_teacher, distillation_loss, teacher_targets
 from .distributed import Distributed, hardware_description
 from .steps import batch_points, build_optimizer, ema_update, input_points, load_samples, lr_lambda, training_pipeline
 from .transfer import freeze, frozen_modules_eval, load_matching_weights, stage_label_tensor
@@ -102,7 +103,7 @@ class Trainer:
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         self.checkpoint: dict | None = None
         self.data: TrainData | None = None
-        self.model = self.ema = self.train_module = None
+        self.model = self.ema = self.train_module = self.teacher = None
         self.optimizer = self.scheduler = self.generator = None
         self.steps_per_epoch = 0
         self.loaded_names: list[str] = []  # weights taken from --init
@@ -181,6 +182,20 @@ class Trainer:
         spec = self.config.model_spec()
         self.model = create_model(spec["name"], **spec["kwargs"])
         self.transfer()
+        self.load_teacher()
+
+    def load_teacher(self) -> None:
+        """``--teacher``: the model whose soft targets the student learns too (frozen, in evaluation mode)."""
+        config = self.config
+        if not config.teacher:
+            return
+        if not 0.0 <= config.distill_weight <= 1.0:
+            raise InvalidInputError(f"--distill-weight must be between 0 and 1, got {config.distill_weight}")
+        loaded = load_model(config.teacher)
+        check_teacher(loaded, config.preprocess)
+        self.teacher = loaded.model.eval().requires_grad_(False)
+        self.log(f"--teacher {loaded.source}: {loaded.name}, validation MAE {loaded.validation_mae} months; "
+                 f"distillation weight {config.distill_weight:g}")
 
     def transfer(self) -> None:
         """``--init``: the matching weights of another model (a new run only; a resumed one has its own);
@@ -268,6 +283,8 @@ class Trainer:
         self.model.to(self.device)
         if self.config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.teacher is not None:
+            self.teacher.to(self.device)
         self.ema = copy.deepcopy(self.model).eval() if self.config.ema_decay > 0 else None
 
     def build_optimizer(self) -> None:
@@ -379,7 +396,11 @@ class Trainer:
             extra["keypoints"] = batch_points(data.train_points, index, theta, x.shape[-2:])
         with autocast(self.device, config.precision):
             outputs = self.train_module(x, batch["male"], **extra)
+            targets = teacher_targets(self.teacher, x, batch["male"]) if self.teacher is not None else None
         parts = self.model.compute_loss(outputs, batch)
+        if targets is not None:
+            parts["distill"] = distillation_loss(outputs, targets)
+            parts["loss"] = (1.0 - config.distill_weight) * parts["loss"] + config.distill_weight * parts["distill"]
         part_values = {name: float(value.detach()) for name, value in parts.items() if name != "loss"}
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
