@@ -21,8 +21,8 @@ from .preprocess import Prepared, PreprocessConfig, to_model_input
 from .segmentation import model_preprocessing
 from .utils import autocast, evaluating
 
-__all__ = ["TTA_MODES", "Predictions", "Predictor", "input_batches", "predict_bones", "predict_images", "predict_rois",
-           "run_model"]
+__all__ = ["TTA_MODES", "Predictions", "Predictor", "Results", "input_batches", "predict_bones", "predict_images",
+           "predict_rois", "run_model"]
 
 TTA_MODES = (None, "none", "hflip")
 
@@ -41,11 +41,14 @@ def input_batches(images, males, preprocess: PreprocessConfig, batch_size: int, 
 class Predictions:
     """One pass of a model over images: ``months`` ``(N,)``; ``sd`` ``(N,)`` the SD across an ensemble's
     members (None for a single model); ``bones`` a per-bone model's ``ModelOutput.bones`` as arrays
-    concatenated over the images, from the image as it is (not its mirror image), else None."""
+    concatenated over the images, from the image as it is (not its mirror image), else None;
+    ``sex_probability`` ``(N,)`` the probability of a boy from a model that predicts the sex (averaged over the
+    views), else None."""
 
     months: np.ndarray
     sd: np.ndarray | None = None
     bones: dict[str, np.ndarray] | None = None
+    sex_probability: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -58,17 +61,19 @@ def run_model(model: BoneAgeModel, images, males, preprocess: PreprocessConfig, 
     if tta not in TTA_MODES:
         raise InvalidInputError(f"test-time augmentation {tta!r} unknown; choose from {TTA_MODES}")
     device = torch.device(device)
-    out, spread, bones = [], [], {}
+    out, spread, bones, sexes = [], [], {}, []
     with evaluating(model):
         for x, male in input_batches(images, males, preprocess, batch_size, device):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             views = [x, torch.flip(x, dims=[3])] if tta == "hflip" else [x]
-            months, members = 0.0, None
+            months, members, sex = 0.0, None, None
             for v, view in enumerate(views):
                 with autocast(device, precision):
                     outputs = model(view, male)
                 months = months + outputs.bone_age_months.float().cpu() / len(views)
+                if outputs.sex_probability is not None:
+                    sex = (0.0 if sex is None else sex) + outputs.sex_probability.float().cpu() / len(views)
                 if outputs.member_months is not None:
                     members = (0.0 if members is None else members) + outputs.member_months.float().cpu() / len(views)
                 if v == 0 and outputs.bones is not None:
@@ -77,9 +82,12 @@ def run_model(model: BoneAgeModel, images, males, preprocess: PreprocessConfig, 
             out.append(months)
             if members is not None:
                 spread.append(members.std(dim=1, unbiased=False))
+            if sex is not None:
+                sexes.append(sex)
     return Predictions(months=torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32),
                        sd=torch.cat(spread).numpy() if spread and len(spread) == len(out) else None,
-                       bones={key: torch.cat(values).numpy() for key, values in bones.items()} or None)
+                       bones={key: torch.cat(values).numpy() for key, values in bones.items()} or None,
+                       sex_probability=torch.cat(sexes).numpy() if sexes and len(sexes) == len(out) else None)
 
 
 def predict_images(model: BoneAgeModel, images: np.ndarray | torch.Tensor, males, preprocess: PreprocessConfig, *,
@@ -146,18 +154,26 @@ class Predictor:
             image = read_image(image)
         return self.pipeline(image.pixels, source or image.meta.path or "image")
 
-    def predict(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64):
-        """Prepared radiographs and their sexes -> ``(months, sd)`` (``sd`` None for a single model)."""
-        months, sd, _ = self.predict_with_bones(prepared, sexes, batch_size)
-        return months, sd
+    @property
+    def predicts_sex(self) -> bool:
+        """Whether the model predicts the sex (and so takes radiographs of unknown sex)."""
+        return self.loaded.model.capabilities.predicts_sex
 
-    def predict_with_bones(self, prepared: list[Prepared], sexes: list[str], batch_size: int = 64):
-        """``(months, sd, bones)`` from one pass of the model: :meth:`predict`'s numbers and, for a per-bone
-        model, :meth:`predict_bones`'s results (else None)."""
+    def predict(self, prepared: list[Prepared], sexes: list[str | None], batch_size: int = 64):
+        """Prepared radiographs and their sexes -> ``(months, sd)`` (``sd`` None for a single model)."""
+        results = self.run(prepared, sexes, batch_size)
+        return results.months, results.sd
+
+    def run(self, prepared: list[Prepared], sexes: list[str | None], batch_size: int = 64) -> Results:
+        """One pass of the model over prepared radiographs -> :class:`Results`: :meth:`predict`'s numbers, a
+        per-bone model's :meth:`predict_bones` results and a sex-predicting model's probabilities. A sex of
+        None is unknown (only a model that :attr:`predicts_sex` takes it)."""
+        if any(s is None for s in sexes) and not self.predicts_sex:
+            raise InvalidInputError("this model needs the sex of every radiograph (it does not predict the sex)")
         images = np.stack([p.to_uint8() for p in prepared])  # quantised as the training cache stores them
         result = run_model(self.loaded.model, images, _males(sexes), self.preprocess, batch_size=batch_size, tta=self.tta)
         bones = None if result.bones is None else [_bone_results(state, result.bones, k) for k, state in enumerate(prepared)]
-        return result.months, result.sd, bones
+        return Results(result.months, result.sd, bones, result.sex_probability)
 
     def predict_arrays(self, images: np.ndarray, sexes: list[str], batch_size: int = 64, with_sd: bool = False):
         """Images (uint8 0-255 or float [0, 1]) and sexes -> months (and the model's SD with ``with_sd``)."""
@@ -174,11 +190,24 @@ class Predictor:
         ``rus_chn_score`` (the integer total), ``rus_chn_age_months`` (the RUS-CHN bone age of that total),
         ``rus_chn_expected_score`` (the probability-weighted total) and ``rus_chn_raw_months`` (its age). The
         boxes are where the model found the bones in the image as it is (not in its mirror image)."""
-        return self.predict_with_bones(prepared, sexes, batch_size)[2]
+        return self.run(prepared, sexes, batch_size).bones
 
 
-def _males(sexes: list[str]) -> list[float]:
-    return [1.0 if s == "M" else 0.0 for s in sexes]
+@dataclasses.dataclass
+class Results:
+    """:meth:`Predictor.run` over prepared radiographs: ``months`` ``(N,)``; ``sd`` ``(N,)`` across an ensemble's
+    members (else None); ``bones`` one dict per image from a per-bone model (else None); ``sex_probability``
+    ``(N,)`` the probability of a boy from a model that predicts the sex (else None)."""
+
+    months: np.ndarray
+    sd: np.ndarray | None = None
+    bones: list[dict] | None = None
+    sex_probability: np.ndarray | None = None
+
+
+def _males(sexes: list[str | None]) -> list[float]:
+    """1 for M, 0 for F, NaN for an unknown sex."""
+    return [float("nan") if s is None else 1.0 if s == "M" else 0.0 for s in sexes]
 
 
 def _bone_results(state: Prepared, found: dict[str, np.ndarray], k: int) -> dict:

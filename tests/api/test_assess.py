@@ -13,7 +13,7 @@ from boneage.api import Assessor, assess
 from boneage.clinical import DISCLAIMER, Assessment, write_report
 from boneage.data import hand_phantom
 from boneage.errors import ImageReadError, InvalidInputError, UnusableImageError
-from boneage.inference import Predictor
+from boneage.inference import Predictor, Results
 from boneage.io import read_image
 from boneage.models import BoneAgeModel
 from boneage.preprocess import PreprocessConfig, build_preprocessing
@@ -30,16 +30,19 @@ class FixedPredictor(Predictor):
     """A Predictor that answers a fixed bone age (and SD), so numbers can be checked by hand; it
     preprocesses as a real one does (without the hand check)."""
 
-    def __init__(self, months=140.0, sd=2.0, tta="hflip"):  # noqa: D107 - no model is loaded
-        self.months, self.sd, self.tta = months, sd, tta
+    def __init__(self, months=140.0, sd=2.0, tta="hflip", sex_probability=None):  # noqa: D107 - no model is loaded
+        self.months, self.sd, self.tta, self.sex_probability = months, sd, tta, sex_probability
         config = {"name": "fixed", "version": "1.2.3", "members": [{}, {}], "metrics": {"validation": {"mae_months": 8.5}}}
         self.loaded = types.SimpleNamespace(name="fixed", version="1.2.3", config=config, preprocess=_PRE,
                                             validation_mae=8.5, model=_NoEvidence())
         self.preprocess, self.check_hand, self.pipeline = _PRE, False, build_preprocessing(_PRE)
 
-    def predict_with_bones(self, prepared, sexes, batch_size=64):  # predict() answers through it too
-        months = np.full(len(prepared), self.months, dtype=np.float32)
-        return months, None if self.sd is None else np.full(len(prepared), self.sd, dtype=np.float32), None
+    predicts_sex = property(lambda self: self.sex_probability is not None)  # given a probability of a boy, it predicts
+
+    def run(self, prepared, sexes, batch_size=64):  # predict() answers through it too
+        n = len(prepared)
+        return Results(np.full(n, self.months, dtype=np.float32), None if self.sd is None else np.full(n, self.sd, np.float32),
+                       None, None if self.sex_probability is None else np.full(n, self.sex_probability, np.float32))
 
 
 @pytest.fixture()
@@ -234,3 +237,38 @@ def test_the_same_file_twice_in_a_batch_is_assessed_twice(hand_png):
 
     results = list(Assessor(FixedPredictor(months=120, sd=None)).assess_files([hand_png, hand_png], sex="F"))
     assert [r.status for r in results] == ["ok", "ok"] and [r.bone_age_months for r in results] == [120, 120]
+
+
+def test_a_model_that_predicts_the_sex_assesses_a_radiograph_of_unknown_sex(hand_png, tmp_path):
+    """No sex given, none in the file: the model's prediction is used, said so (the report too), and its
+    probability kept."""
+    a = assess(hand_png, model=FixedPredictor(months=140, sex_probability=0.2), age="10y")
+    assert a.status == "ok" and a.sex == "F" and a.sex_source == "predicted"
+    assert a.sex_probability == pytest.approx(0.8)
+    assert a.statements[0].startswith("The sex was not given: the model predicted it from the radiograph as female "
+                                      "(probability 0.80)")
+    girl = assess(hand_png, model=FixedPredictor(months=140), sex="F", age="10y")
+    assert a.sds == girl.sds and a.reference == girl.reference  # the girls' reference, as for a given F
+    data = a.to_dict()
+    assert data["sex_source"] == "predicted" and data["sex_probability"] == 0.8
+    assert Assessment.from_dict(data).sex_probability == pytest.approx(0.8)
+    html = write_report(a, tmp_path / "report.html").read_text()
+    assert "female (predicted from the radiograph, probability 0.80; not given)" in html
+
+
+def test_a_confident_prediction_of_the_other_sex_asks_to_check_the_dicom_sex(tmp_path):
+    path = dicom_with_dates(tmp_path / "hand.dcm")  # PatientSex F
+    a = assess(path, model=FixedPredictor(months=140, sex_probability=0.97))
+    assert a.sex == "F" and a.sex_source == "dicom" and a.sex_probability == pytest.approx(0.03)
+    assert "Check the sex: the DICOM PatientSex is female, but the model reads the radiograph as male (probability 0.97)." \
+        in a.statements
+    calm = assess(path, model=FixedPredictor(months=140, sex_probability=0.6))
+    assert not any(s.startswith("Check the sex") for s in calm.statements)
+
+
+def test_many_files_of_unknown_sex_get_the_predicted_sex(hand_png, tmp_path):
+    other = tmp_path / "other.png"
+    other.write_bytes(hand_png.read_bytes())
+    found = list(Assessor(FixedPredictor(months=120, sex_probability=0.9)).assess_files([hand_png, other]))
+    assert [(a.sex, a.sex_source) for a in found] == [("M", "predicted")] * 2
+    assert all(a.statements[0].startswith("The sex was not given") for a in found)

@@ -91,7 +91,7 @@ class Assessor:
 
     def _assess(self, item: Radiograph, inputs: Inputs, *, explain: bool, reject: bool) -> Assessment:
         meta = item.image.meta
-        sex, sex_source = resolve_sex(inputs.sex, item.image, item.name)
+        sex, sex_source = resolve_sex(inputs.sex, item.image, item.name, predicted=self.predictor.predicts_sex)
         age, age_source, age_statements = chronological_age(inputs.age_months, meta)
         base = {"source": item.name, "image_sha256": item.sha256, "model": dict(self.model_info),
                 "patient": patient_fields(meta), "study": study_fields(meta), "sex": sex, "sex_source": sex_source,
@@ -100,20 +100,25 @@ class Assessor:
         try:
             with self.lock:
                 prepared = self.predictor.prepare(item.image, item.name)
-                months, sd, bones = self.predictor.predict_with_bones([prepared], [sex])
-                found = bones[0] if bones else None
+                results = self.predictor.run([prepared], [sex])
+                sex, sex_statement, sex_probability = _sex_of(sex, sex_source, results, 0)
+                found = results.bones[0] if results.bones else None
                 evidence, failed = self._evidence(prepared, sex, base["radiograph"], found) if explain else (None, False)
         except ImageReadError as err:
             if not reject:
                 raise
+            if base["sex"] is None:  # the model never said
+                base["sex_source"] = None
             return Assessment(status="rejected", rejection=str(err), **base,
                               statements=[f"The image was rejected and no bone age was estimated: {err}", *age_statements])
-        result = self._interpret(float(months[0]), None if sd is None else float(sd[0]), sex, age, inputs.height_cm)
-        result.statements[:0] = age_statements
+        result = self._interpret(float(results.months[0]), None if results.sd is None else float(results.sd[0]), sex, age,
+                                 inputs.height_cm)
+        result.statements[:0] = age_statements + ([sex_statement] if sex_statement else [])
         for key, value in base.items():
             setattr(result, key, value)
-        if bones:
-            _add_bones(result, bones[0])
+        result.sex, result.sex_probability = sex, sex_probability
+        if found:
+            _add_bones(result, found)
         if failed:
             result.statements.append("The model's visual evidence could not be drawn for this image; the radiograph is shown.")
         elif evidence is not None:
@@ -195,7 +200,7 @@ class Assessor:
         for path in paths:
             try:
                 item = read_radiograph(path)
-                sex, sex_source = resolve_sex(inputs.sex, item.image, item.name)
+                sex, sex_source = resolve_sex(inputs.sex, item.image, item.name, predicted=self.predictor.predicts_sex)
                 with self.lock:
                     prepared = self.predictor.prepare(item.image, item.name)
             except BoneAgeError as err:
@@ -205,17 +210,21 @@ class Assessor:
             results.append(None)
         if ready:
             with self.lock:
-                months, sd, bones = self.predictor.predict_with_bones([r[4] for r in ready], [r[1] for r in ready])
+                predicted = self.predictor.run([r[4] for r in ready], [r[1] for r in ready])
             for k, (position, sex, sex_source, item, prepared) in enumerate(ready):
-                result = self._interpret(float(months[k]), None if sd is None else float(sd[k]), sex, None, None)
-                result.source, result.sex, result.sex_source = item.name, sex, sex_source
+                sex, sex_statement, sex_probability = _sex_of(sex, sex_source, predicted, k)
+                sd = None if predicted.sd is None else float(predicted.sd[k])
+                result = self._interpret(float(predicted.months[k]), sd, sex, None, None)
+                if sex_statement:
+                    result.statements.insert(0, sex_statement)
+                result.source, result.sex, result.sex_source, result.sex_probability = item.name, sex, sex_source, sex_probability
                 result.image_sha256, result.model = item.sha256, dict(self.model_info)
-                if bones:
-                    _add_bones(result, bones[k])
+                found = predicted.bones[k] if predicted.bones else None
+                if found:
+                    _add_bones(result, found)
                 if explain:
                     with self.lock:
-                        evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels),
-                                                     bones[k] if bones else None)
+                        evidence, _ = self._evidence(prepared, sex, display_image(item.image.pixels), found)
                     if evidence is not None:
                         _attach(result, evidence)
                 results[position] = result
@@ -240,6 +249,31 @@ def assess(radiograph, *, model: Assessor | Predictor | str | Path | None = None
     else:
         assessor = default_assessor(model)
     return assessor.assess(radiograph, **kwargs)
+
+
+SEX_WARNING_PROBABILITY = 0.95  # a model this sure of the other sex makes a given sex worth checking
+_SEX_WORDS = {"M": "male", "F": "female"}
+
+
+def _sex_of(sex: str | None, source: str, results, k: int) -> tuple[str, str | None, float | None]:
+    """The sex image ``k`` is assessed as, a statement about it (or None) and the model's probability of that sex.
+    An unknown sex (None) is the one the model predicts; a given sex the model is confident is the other one is
+    kept, with a warning to check it."""
+    probability = None if results.sex_probability is None else float(results.sex_probability[k])
+    if probability is None:
+        return sex, None, None
+    if sex is None:
+        sex = "M" if probability >= 0.5 else "F"
+        chance = probability if sex == "M" else 1.0 - probability
+        return sex, (f"The sex was not given: the model predicted it from the radiograph as {_SEX_WORDS[sex]} (probability "
+                     f"{chance:.2f}); the bone age and the reference values use it. Give the sex when it is known."), chance
+    chance = probability if sex == "M" else 1.0 - probability
+    if 1.0 - chance >= SEX_WARNING_PROBABILITY:
+        given = "the DICOM PatientSex" if source == "dicom" else "the sex given"
+        other = _SEX_WORDS["F" if sex == "M" else "M"]
+        return sex, (f"Check the sex: {given} is {_SEX_WORDS[sex]}, but the model reads the radiograph as {other} "
+                     f"(probability {1.0 - chance:.2f})."), chance
+    return sex, None, chance
 
 
 def _add_bones(assessment: Assessment, found: dict) -> None:

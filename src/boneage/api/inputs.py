@@ -46,12 +46,15 @@ def validate_inputs(sex=None, age=None, height_cm=None) -> Inputs:
     )
 
 
-def resolve_sex(given: str | None, image: RadiographImage, name: str) -> tuple[str, str]:
-    """``(sex, source)``: the given sex (``'argument'``) wins, else the DICOM PatientSex (``'dicom'``)."""
+def resolve_sex(given: str | None, image: RadiographImage, name: str, *, predicted: bool = False) -> tuple[str | None, str]:
+    """``(sex, source)``: the given sex (``'argument'``) wins, else the DICOM PatientSex (``'dicom'``), else, with
+    ``predicted`` (a model that predicts the sex), ``(None, 'predicted')``: the model will say."""
     if given is not None:
         return given, "argument"
     if image.meta.sex in ("M", "F"):
         return image.meta.sex, "dicom"
+    if predicted:
+        return None, "predicted"
     what = "its DICOM PatientSex is missing or not M/F" if image.meta.format == "dicom" else "the file does not say"
     raise MissingSexError(f"{name}: sex unknown ({what}); give it as M or F")
 

@@ -54,19 +54,21 @@ def run(args) -> int:
 
 
 def prediction_line(assessment) -> list[str]:
-    """The fields ``predict`` prints for an assessed image: file, sex, months, years and months; and, for a
-    per-bone model (RUS-CHN), its total score."""
+    """The fields ``predict`` prints for an assessed image: file, sex (``F (predicted, 0.87)`` when the model
+    predicted it), months, years and months; and, for a per-bone model (RUS-CHN), its total score."""
     from ..utils import format_months
 
     a = assessment
-    fields = [a.source, a.sex, f"{a.bone_age_months:.1f} months", format_months(a.bone_age_months)]
+    sex = f"{a.sex} (predicted, {a.sex_probability:.2f})" if a.sex_source == "predicted" else a.sex
+    fields = [a.source, sex, f"{a.bone_age_months:.1f} months", format_months(a.bone_age_months)]
     if a.rus_chn is not None:
         fields.append(f"RUS-CHN score {a.rus_chn['total_score']}")
     return fields
 
 
 def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
-    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from, its
+    """One ``predict --json`` item: file, sex, bone age (months and text), where the sex came from (``predicted``:
+    by a model that predicts it, whose probability of that sex is ``sex_probability``), its
     interval (``bone_age_interval_months``: [low, high], calibrated when the model has a calibration, as
     ``bone_age_interval_calibrated`` says; None for a model that gives none), the model's SD when it has
     one, the evidence file; or the error. A per-bone model (RUS-CHN) adds ``bones`` (13 of name, box in the
@@ -79,6 +81,8 @@ def prediction_dict(assessment, evidence_file: str | None = None) -> dict:
         return {"file": a.source, "sex": None, "bone_age_months": None, "error": a.rejection}
     data = {"file": a.source, "sex": a.sex, "bone_age_months": round(float(a.bone_age_months), 2),
             "bone_age": format_months(a.bone_age_months), "sex_source": a.sex_source}
+    if a.sex_probability is not None:
+        data["sex_probability"] = round(float(a.sex_probability), 3)
     u = a.uncertainty
     data["bone_age_interval_months"] = None if u is None else [round(float(u["low_months"]), 2),
                                                                 round(float(u["high_months"]), 2)]

@@ -164,7 +164,8 @@ class Assessment:
 
     status: str
     sex: str | None = None
-    sex_source: str | None = None  # 'argument' or 'dicom'
+    sex_source: str | None = None  # 'argument', 'dicom' or 'predicted' (by the model, from the radiograph)
+    sex_probability: float | None = None  # a sex-predicting model's probability of the sex used
     bone_age_months: float | None = None
     chronological_age_months: float | None = None
     chronological_age_source: str | None = None  # 'argument', 'dicom_dates' or 'dicom_age'
@@ -217,6 +218,7 @@ class Assessment:
             "image_sha256": self.image_sha256,
             "sex": self.sex,
             "sex_source": self.sex_source,
+            "sex_probability": r(self.sex_probability, 3),
             "bone_age_months": r(self.bone_age_months),
             "bone_age_text": self.bone_age_text,
             "chronological_age_months": r(self.chronological_age_months),
@@ -294,6 +296,7 @@ class Assessment:
             status=status,
             sex=sex,
             sex_source=text(data.get("sex_source")),
+            sex_probability=number(data.get("sex_probability")),
             bone_age_months=bone_age if status == "ok" else None,
             chronological_age_months=number(data.get("chronological_age_months")),
             chronological_age_source=text(data.get("chronological_age_source")),

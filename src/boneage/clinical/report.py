@@ -212,7 +212,10 @@ def _months(value: float, signed: bool = False) -> str:
 def _patient_rows(a: Assessment) -> list[tuple[str, str]]:
     p, s = a.patient or {}, a.study or {}
     sex = {"M": "male", "F": "female"}.get(a.sex or "", "unknown")
-    if a.sex_source:
+    if a.sex_source == "predicted":
+        probability = f", probability {a.sex_probability:.2f}" if a.sex_probability is not None else ""
+        sex += f" (predicted from the radiograph{probability}; not given)"
+    elif a.sex_source:
         sex += " (from DICOM)" if a.sex_source == "dicom" else " (given)"
     rows = [
         ("Patient name", p.get("name")),

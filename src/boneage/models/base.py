@@ -4,8 +4,8 @@ the model instead of probing its attributes (in the manner of timm's uniform mod
 A model is a :class:`BoneAgeModel`:
 
 * ``forward(images, male, keypoints=None) -> ModelOutput``: ``images`` ``(N, C, H, W)`` standardised,
-  ``male`` ``(N,)`` 0/1; ``keypoints`` (training only, for models that ``needs_keypoints``) per image
-  ``(K, 2)`` centres in input pixels;
+  ``male`` ``(N,)`` 0/1 (NaN: unknown, for a model that ``predicts_sex``); ``keypoints`` (training only, for
+  models that ``needs_keypoints``) per image ``(K, 2)`` centres in input pixels;
 * ``forward_features(images)``: the last feature map (what Grad-CAM and feature probes look at);
 * ``compute_loss(outputs, batch) -> {'loss': ..., <named parts>}`` with ``batch['bone_age_months']``;
 * ``init_from_labels(months)``: start the head at the training labels' prior (optional);
@@ -43,7 +43,9 @@ class Capabilities:
     results (``ModelOutput.bones``); ``output_map``: its bone age is a monotone map of a raw output
     (``bones['raw_months']``) fitted on the training images after training (:meth:`BoneAgeModel.fit_output_map`,
     called by the trainer before export); ``partial_loss``: some parameters get no gradient from its loss
-    (distributed training must look for unused parameters).
+    (distributed training must look for unused parameters); ``predicts_sex``: it predicts the sex from the
+    image (``ModelOutput.sex_probability``) and accepts an unknown sex (NaN in ``male``), whose bone age it
+    then gives for the sex it predicts (the two sexes' bone ages weighted by its probability).
     """
 
     evidence: tuple[str, ...] = ()
@@ -52,6 +54,7 @@ class Capabilities:
     per_bone: bool = False
     output_map: bool = False
     partial_loss: bool = False
+    predicts_sex: bool = False
 
     def __post_init__(self):
         unknown = [kind for kind in self.evidence if kind not in EVIDENCE_KINDS]
@@ -66,7 +69,8 @@ class ModelOutput:
     ``bone_age_months`` ``(N,)`` always; ``member_months`` ``(N, M)`` for an ensemble; ``rois`` ``(N, R, 4)``
     boxes in input pixels and ``roi_scores`` ``(N, R)`` for a model with anatomical ROIs;
     ``attention_maps``: per attention module ``(N, h, w)``; ``bones``: per-bone results (stage, score,
-    age) of a fine-grained model. ``extras`` holds what the model's own ``compute_loss`` needs (its head's
+    age) of a fine-grained model; ``sex_probability`` ``(N,)`` the probability that the image is a boy's, from a
+    model that ``predicts_sex``. ``extras`` holds what the model's own ``compute_loss`` needs (its head's
     raw outputs under ``'head'``, ALA-Net's per-ROI predictions) and ``losses`` losses computed inside the
     forward pass (an RPN's); ``members`` an ensemble's members' own outputs.
     """
@@ -77,6 +81,7 @@ class ModelOutput:
     roi_scores: torch.Tensor | None = None
     attention_maps: list[torch.Tensor] | None = None
     bones: dict[str, torch.Tensor] | None = None
+    sex_probability: torch.Tensor | None = None
     extras: dict = dataclasses.field(default_factory=dict)
     losses: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     members: list[ModelOutput] | None = None

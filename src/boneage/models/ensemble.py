@@ -36,6 +36,7 @@ class Ensemble(BoneAgeModel):
             evidence=tuple(dict.fromkeys(k for k in ("rois", "attention", "gradcam") if k in kinds)),
             needs_keypoints=any(m.capabilities.needs_keypoints for m in self.members), ensemble=True,
             partial_loss=any(m.capabilities.partial_loss for m in self.members),
+            predicts_sex=all(m.capabilities.predicts_sex for m in self.members),
         )
 
     def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints=None) -> ModelOutput:
@@ -43,8 +44,10 @@ class Ensemble(BoneAgeModel):
         stacked = torch.stack([o.bone_age_months.float() for o in outputs], dim=1)
         with_rois = next((o for o in outputs if o.rois is not None), None)
         with_attention = next((o for o in outputs if o.attention_maps is not None), None)
+        sexes = [o.sex_probability for o in outputs if o.sex_probability is not None]
         return ModelOutput(
             bone_age_months=stacked.mean(dim=1), member_months=stacked, members=outputs,
+            sex_probability=torch.stack(sexes).mean(dim=0) if len(sexes) == len(outputs) else None,
             rois=None if with_rois is None else with_rois.rois,
             roi_scores=None if with_rois is None else with_rois.roi_scores,
             attention_maps=None if with_attention is None else with_attention.attention_maps,
@@ -91,7 +94,7 @@ def combine_models(loaded_models: list) -> tuple[Ensemble, dict]:
         raise InvalidInputError("an ensemble needs at least two models")
     first = loaded_models[0]
     for other in loaded_models[1:]:
-        if other.config["preprocess"] != first.config["preprocess"]:
+        if other.preprocess != first.preprocess:  # as configs (a setting a config leaves out is its default)
             raise InvalidInputError(f"{other.source}: preprocessing differs from {first.source}; members must match")
         if other.config.get("labels") != first.config.get("labels"):
             raise InvalidInputError(f"{other.source}: label range differs from {first.source}; members must match")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.networks.nets import resnet as monai_resnet
 
 from ._registry import register_model
@@ -52,30 +53,58 @@ class GlobalResNet(BoneAgeModel):
 
     def __init__(self, depth: int = 18, width: float = 1.0, head: str = "ordinal",
                  label_range: tuple[float, float] = (0.0, 228.0), sex_features: int = 32,
-                 hidden: int = 256, dropout: float = 0.2, in_channels: int = 1, max_pool: bool = True):
+                 hidden: int = 256, dropout: float = 0.2, in_channels: int = 1, max_pool: bool = True,
+                 sex_head: bool = False, sex_weight: float = 0.1):
         super().__init__()
+        # sex_head: a logistic classifier of the sex from the pooled image features (as Deeplasia predicts it),
+        # trained with sex_weight x its cross-entropy beside the bone age; the sex input stays as it is
         self.backbone, self.num_features = build_resnet_backbone(depth, width, in_channels, max_pool)
         self.sex_fc = nn.Sequential(nn.Linear(1, sex_features), nn.ReLU(inplace=True))
         self.mlp = nn.Sequential(
             nn.Linear(self.num_features + sex_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
         )
         self.head = create_head(head, hidden, tuple(label_range))
+        self.sex_classifier = nn.Linear(self.num_features, 1) if sex_head else None
+        self.sex_weight = float(sex_weight)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> the 4th block's feature map ``(N, F, H/32, W/32)`` (``H/16`` without max pooling)."""
         return resnet_features(self.backbone, images)
 
-    capabilities = Capabilities(evidence=("gradcam",))
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(evidence=("gradcam",), predicts_sex=self.sex_classifier is not None)
 
     def forward(self, images: torch.Tensor, male: torch.Tensor, keypoints=None) -> ModelOutput:
         pooled = self.forward_features(images).mean(dim=(2, 3))
+        male = male.view(-1).to(pooled.dtype)
+        unknown = torch.isnan(male)
+        if self.sex_classifier is None:
+            if bool(unknown.any()):
+                raise ValueError("this model needs the sex of every image (it has no sex head)")
+            head = self._head(pooled, male)
+            return ModelOutput(bone_age_months=head["bone_age_months"], extras={"head": head})
+        sex_logit = self.sex_classifier(pooled).float().view(-1)
+        probability = torch.sigmoid(sex_logit)
+        head = self._head(pooled, torch.where(unknown, torch.ones_like(male), male))
+        months = head["bone_age_months"]
+        if bool(unknown.any()):  # the unknown sex: both sexes' bone ages, weighted by the predicted probability
+            as_girl = self._head(pooled, torch.zeros_like(male))["bone_age_months"]
+            months = torch.where(unknown, probability * months + (1 - probability) * as_girl, months)
+        return ModelOutput(bone_age_months=months, sex_probability=probability, extras={"head": head, "sex_logit": sex_logit})
+
+    def _head(self, pooled: torch.Tensor, male: torch.Tensor) -> dict[str, torch.Tensor]:
         sex = self.sex_fc(male.view(-1, 1).to(pooled.dtype))
-        head = self.head(self.mlp(torch.cat([pooled, sex], dim=1)))
-        return ModelOutput(bone_age_months=head["bone_age_months"], extras={"head": head})
+        return self.head(self.mlp(torch.cat([pooled, sex], dim=1)))
 
     def compute_loss(self, outputs: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = self.head.loss(outputs.extras["head"], batch["bone_age_months"])
-        return {"loss": loss, self.head.kind: loss.detach()}
+        parts = {self.head.kind: loss.detach()}
+        if "sex_logit" in outputs.extras and "male" in batch:
+            sex_loss = F.binary_cross_entropy_with_logits(outputs.extras["sex_logit"], batch["male"].float())
+            loss = loss + self.sex_weight * sex_loss
+            parts["sex"] = sex_loss.detach()
+        return {"loss": loss, **parts}
 
     def init_from_labels(self, months: torch.Tensor) -> None:
         self.head.init_from_labels(months)

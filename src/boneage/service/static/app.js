@@ -108,7 +108,9 @@ async function showRecord(record) {
   const u = result.uncertainty;
   if (u) addRow(numbers, "95% interval", fixed(u.low_months, 1) + " to " + fixed(u.high_months, 1) + " months");
   else if (!rejected) addRow(numbers, "95% interval", "not given by this model (see notes)");
-  addRow(numbers, "Sex", { M: "male", F: "female" }[record.sex] + (result.sex_source === "dicom" ? " (from DICOM)" : ""));
+  const sexSource = result.sex_source === "dicom" ? " (from DICOM)"
+    : result.sex_source === "predicted" ? ` (predicted from the radiograph, probability ${Number(result.sex_probability).toFixed(2)})` : "";
+  addRow(numbers, "Sex", { M: "male", F: "female" }[record.sex] + sexSource);
   if (record.chronological_age_months !== null) {
     addRow(numbers, "Chronological age", formatAge(record.chronological_age_months) + " (" +
       fixed(record.chronological_age_months, 1) + " months)");
