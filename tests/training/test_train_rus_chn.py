@@ -131,3 +131,21 @@ def test_init_from_an_ensemble_loads_one_member(tmp_path, tiny_model_dir):
     assert all(torch.equal(target.state_dict()[k], expected[k].to(target.state_dict()[k].dtype)) for k in report.loaded)
     with pytest.raises(InvalidInputError, match="members 0-1, not 2"):
         load_matching_weights(target, str(source), member=2)
+
+
+def test_an_output_head_loaded_by_init_is_not_reset_to_the_label_prior(tmp_path, tiny_model_dir):
+    """--init with a matching head keeps that head (a frozen one exactly); without a loaded head the model starts at
+    the training labels' prior."""
+    image_dir, labels = write_phantom_dataset(tmp_path / "ph", 24, size=64, seed=5)
+    common = dict(images=str(image_dir), labels=str(labels), model="global_resnet18", head="ordinal", width=0.25,
+                  model_kwargs={"max_pool": True}, epochs=1, batch_size=8, progress=False, val_fraction=0.25,
+                  preprocess=PreprocessConfig(image_size=(64, 64)), max_steps=1, tta="none")
+    logs = []
+    train(TrainConfig(out_dir=str(tmp_path / "kept"), init=str(tiny_model_dir), freeze=["head"], **common), log=logs.append)
+    assert any("it is not re-initialised from the training labels" in line for line in logs)
+    kept = load_file(str(tmp_path / "kept" / "model" / "model.safetensors"))["head.fc.bias"].float()
+    source = load_model(tiny_model_dir).model.head.fc.bias.float()
+    torch.testing.assert_close(kept, source, atol=2e-3, rtol=2e-3)  # exported as float16
+    train(TrainConfig(out_dir=str(tmp_path / "prior"), freeze=["head"], **common))
+    prior = load_file(str(tmp_path / "prior" / "model" / "model.safetensors"))["head.fc.bias"].float()
+    assert not torch.allclose(prior, source, atol=0.05)  # reset to the labels' log-odds

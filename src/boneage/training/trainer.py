@@ -278,8 +278,12 @@ class Trainer:
         data.val_sex = [s.sex for s in data.val_samples]
 
     def place_model(self) -> None:
-        """Initialise the model from the training labels, move it to the device, copy it for the EMA."""
-        self.model.init_from_labels(self.data.train_age)
+        """Initialise the model from the training labels (not an output head --init loaded), move it to the device,
+        copy it for the EMA."""
+        if any(name.startswith("head.") or ".head." in name for name in self.loaded_names):
+            self.log("--init loaded the output head: it is not re-initialised from the training labels")
+        else:
+            self.model.init_from_labels(self.data.train_age)
         self.model.to(self.device)
         if self.config.channels_last:
             self.model.to(memory_format=torch.channels_last)
