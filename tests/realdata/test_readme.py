@@ -58,3 +58,35 @@ def test_the_transfer_figures_are_the_benchmark_s():
     results = (REPO / "benchmarks" / "results" / "transfer.md").read_text()
     rows = [line for line in section.splitlines() if line.startswith("| from scratch") or line.startswith("| --init")]
     assert len(rows) == 2 and all(row in results for row in rows), rows
+
+
+def test_the_localize_figures_are_the_benchmark_s_and_the_shipped_model_s():
+    """The README's localize-then-regress tables are benchmarks/results/localize.md's rows, whose shipped-model row
+    is the installed model's recorded validation MAE; the speed line is the benchmark's."""
+    from boneage.models import load_model, shipped_model_path
+
+    if not (shipped_model_path("localize") / "model.safetensors").exists():
+        pytest.fail("the package ships no localize-then-regress model (src/boneage/weights/localize)")
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Localize-then-regress"):text.index("## Clinical report")]
+    results = (REPO / "benchmarks" / "results" / "localize.md").read_text()
+    rows = [line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| step", "| 1.", "| 2.", "| 3.")) and not set(line) <= set("|-: ")]
+    body = [row for row in rows if not re.match(r"\| (input|gamma|regressor|model) \|", row)]
+    assert len(body) >= 15 and all(row in results for row in body), [row for row in body if row not in results]
+    shipped = next(row for row in body if row.startswith("| shipped `--model localize`"))
+    recorded = load_model("localize").config["metrics"]["validation"]["mae_months"]
+    assert float(shipped.split("|")[3]) == pytest.approx(recorded, abs=0.01)
+    speed = text[text.index("## Speed"):text.index("## Design")]
+    local_ms, default_ms, ratio = re.search(r"localize-then-regress model against the default model.*?(\d+) ms vs (\d+) ms per image "
+                                            r"\(ratio ([\d.]+)", speed, re.S).groups()
+    assert f"| localize-then-regress (crop from 100 px) | {local_ms} | {ratio} |" in results
+    assert f"| global default model | {default_ms} | 1.00 |" in results
+
+
+def test_the_robustness_figures_are_the_benchmark_s():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Robustness"):text.index("## Uncertainty")]
+    results = (REPO / "benchmarks" / "results" / "robustness.md").read_text()
+    rows = [line for line in section.splitlines() if re.match(r"\| (as stored|[a-z]+(:[\w.]+)*) \| \d+ \|", line)]
+    assert len(rows) >= 15 and all(row in results for row in rows), [row for row in rows if row not in results]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 NAME = "models"
-HELP = "list the registered models and the shipped models (default, rus-chn)"
+HELP = "list the registered models and the shipped models (default, rus-chn, localize)"
 
 
 def arguments(p) -> None:

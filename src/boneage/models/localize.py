@@ -11,8 +11,9 @@ cropped from the full-resolution image.
    bounding box (:func:`threshold_boxes`), grown to the regressor's aspect ratio and to at least ``min_crop``
    of the image, is cropped from **the image the model is given, at its own resolution** (:func:`crop_regions`):
    the localizer always works at 100 px, but a model given the hand at 512 px (``inference_size`` in its
-   preprocessing) crops from 512 px and keeps the detail that reducing the whole image would lose. A higher
-   gamma gives a smaller region; ``gamma=0`` keeps the whole image (the "whole image" arm of Table 1).
+   preprocessing) crops from 512 px and keeps the detail that reducing the whole image would lose (a regressor
+   trained on crops of 100 px images did worse on such sharper crops: the README's "crop source" table). A
+   higher gamma gives a smaller region; ``gamma=0`` keeps the whole image (the "whole image" arm of Table 1).
 3. **Regressor** on the crop (``crop_size``): a ResNet (the paper: InceptionV3, which needs pretrained
    weights to shine and does not fit 2 CPU cores) whose pooled features are concatenated with sex through its
    own small fully connected branch (``sex_features=32``; 0 leaves sex out), then two fully connected layers
