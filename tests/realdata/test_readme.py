@@ -78,8 +78,8 @@ def test_the_localize_figures_are_the_benchmark_s_and_the_shipped_model_s():
     recorded = load_model("localize").config["metrics"]["validation"]["mae_months"]
     assert float(shipped.split("|")[3]) == pytest.approx(recorded, abs=0.01)
     speed = text[text.index("## Speed"):text.index("## Design")]
-    local_ms, default_ms, ratio = re.search(r"localize-then-regress model against the default model.*?(\d+) ms vs (\d+) ms per image "
-                                            r"\(ratio ([\d.]+)", speed, re.S).groups()
+    pattern = r"localize-then-regress model against the default model.*?(\d+) ms vs (\d+) ms per image \(ratio ([\d.]+)"
+    local_ms, default_ms, ratio = re.search(pattern, speed, re.S).groups()
     assert f"| localize-then-regress (crop from 100 px) | {local_ms} | {ratio} |" in results
     assert f"| global default model | {default_ms} | 1.00 |" in results
 
