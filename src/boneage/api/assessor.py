@@ -266,7 +266,8 @@ def _sex_of(sex: str | None, source: str, results, k: int) -> tuple[str, str | N
         sex = "M" if probability >= 0.5 else "F"
         chance = probability if sex == "M" else 1.0 - probability
         return sex, (f"The sex was not given: the model predicted it from the radiograph as {_SEX_WORDS[sex]} (probability "
-                     f"{chance:.2f}); the bone age and the reference values use it. Give the sex when it is known."), chance
+                     f"{chance:.2f}); the reference values use it, and the bone age weighs the two sexes' by that "
+                     "probability. Give the sex when it is known."), chance
     chance = probability if sex == "M" else 1.0 - probability
     if 1.0 - chance >= SEX_WARNING_PROBABILITY:
         given = "the DICOM PatientSex" if source == "dicom" else "the sex given"
