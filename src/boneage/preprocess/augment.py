@@ -155,10 +155,7 @@ def _blur(images: torch.Tensor, sigma: torch.Tensor, largest: float) -> torch.Te
 
 
 def _jpeg(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
-    import io
-
-    import numpy as np
-    from PIL import Image
+    from .degrade import jpeg_roundtrip
 
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator) < probability
@@ -166,9 +163,6 @@ def _jpeg(images: torch.Tensor, probability: float, generator: torch.Generator) 
     out = images.clone()
     for k in torch.nonzero(chosen).flatten().tolist():
         for c in range(images.shape[1]):
-            pixels = (images[k, c].float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            stream = io.BytesIO()
-            Image.fromarray(pixels).save(stream, format="JPEG", quality=int(quality[k]))
-            with Image.open(io.BytesIO(stream.getvalue())) as decoded:
-                out[k, c] = torch.from_numpy(np.asarray(decoded.convert("L"), dtype=np.float32) / 255.0).to(images.dtype)
+            decoded = jpeg_roundtrip(images[k, c].float().numpy(), int(quality[k]))
+            out[k, c] = torch.from_numpy(decoded).to(images.dtype)
     return out

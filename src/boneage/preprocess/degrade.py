@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from .transforms import to_grayscale
 
-__all__ = ["DEGRADATIONS", "Degradation", "parse_degradation"]
+__all__ = ["DEGRADATIONS", "Degradation", "jpeg_roundtrip", "parse_degradation"]
 
 FILTERS = ("nearest", "box", "bilinear", "bicubic", "lanczos")
 # kind -> (parameter names, defaults, one line of help)
@@ -82,12 +82,7 @@ class Degradation:
 
     @staticmethod
     def _jpeg(image, rng, quality):
-        from PIL import Image
-
-        stream = io.BytesIO()
-        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(stream, format="JPEG", quality=int(quality))
-        with Image.open(io.BytesIO(stream.getvalue())) as decoded:
-            return np.asarray(decoded.convert("L"), dtype=np.float32) / 255.0
+        return jpeg_roundtrip(image, quality)
 
     @staticmethod
     def _rotate(image, rng, degrees):
@@ -122,6 +117,16 @@ class Degradation:
             y = height * (0.1 + 0.08 * k)
             draw.line([(x - width * (0.03 if k % 5 else 0.05), y), (x, y)], fill=255, width=max(1, width // 150))
         return np.asarray(picture, dtype=np.float32) / 255.0
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """A ``(H, W)`` image in [0, 1] compressed as an 8-bit JPEG at ``quality`` and decoded again -> float32 in [0, 1]."""
+    from PIL import Image
+
+    stream = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(stream, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(stream.getvalue())) as decoded:
+        return np.asarray(decoded.convert("L"), dtype=np.float32) / 255.0
 
 
 def _unit(pixels: np.ndarray) -> np.ndarray:
