@@ -372,6 +372,7 @@ def localization(model, image: np.ndarray, male: float, preprocess: PreprocessCo
     ``(x0, y0, x1, y1)`` in input pixels, ``age_group`` (the class it explains). InvalidInputError for a
     model that does not localize."""
     from .errors import InvalidInputError
+    from .models.localize import upsample_maps
 
     if "localize" not in model.capabilities.evidence:
         raise InvalidInputError("this model does not localize before it regresses (--model localize does)")
@@ -379,7 +380,7 @@ def localization(model, image: np.ndarray, male: float, preprocess: PreprocessCo
     with evaluating(model), torch.inference_mode():
         found = model.localize(x.float())
     height, width = x.shape[-2:]
-    heat = F.interpolate(found["heat"][:, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    heat = upsample_maps(found["heat"], (height, width))[0]
     scale = np.array([width, height, width, height], dtype=np.float64)
     return {"heat": heat.clamp(0, 1).numpy(), "mask": (heat >= model.gamma).numpy(),
             "mask_box": found["mask_box"][0].double().numpy() * scale, "crop_box": found["crop_box"][0].double().numpy() * scale,

@@ -24,7 +24,7 @@ from ..clinical import (
     patient_fields,
     study_fields,
 )
-from ..clinical.assessment import RUS_CHN_SCALE
+from ..clinical.assessment import RUS_CHN_SCALE, SEX_WORDS
 from ..errors import BoneAgeError, ImageReadError
 from ..evaluation.calibration import calibrated_interval, calibration_of, describe_calibration
 from ..explain import Evidence, display_image, explain_image
@@ -252,7 +252,6 @@ def assess(radiograph, *, model: Assessor | Predictor | str | Path | None = None
 
 
 SEX_WARNING_PROBABILITY = 0.95  # a model this sure of the other sex makes a given sex worth checking
-_SEX_WORDS = {"M": "male", "F": "female"}
 
 
 def _sex_of(sex: str | None, source: str, results, k: int) -> tuple[str, str | None, float | None]:
@@ -265,14 +264,14 @@ def _sex_of(sex: str | None, source: str, results, k: int) -> tuple[str, str | N
     if sex is None:
         sex = "M" if probability >= 0.5 else "F"
         chance = probability if sex == "M" else 1.0 - probability
-        return sex, (f"The sex was not given: the model predicted it from the radiograph as {_SEX_WORDS[sex]} (probability "
+        return sex, (f"The sex was not given: the model predicted it from the radiograph as {SEX_WORDS[sex]} (probability "
                      f"{chance:.2f}); the reference values use it, and the bone age weighs the two sexes' by that "
                      "probability. Give the sex when it is known."), chance
     chance = probability if sex == "M" else 1.0 - probability
     if 1.0 - chance >= SEX_WARNING_PROBABILITY:
         given = "the DICOM PatientSex" if source == "dicom" else "the sex given"
-        other = _SEX_WORDS["F" if sex == "M" else "M"]
-        return sex, (f"Check the sex: {given} is {_SEX_WORDS[sex]}, but the model reads the radiograph as {other} "
+        other = SEX_WORDS["F" if sex == "M" else "M"]
+        return sex, (f"Check the sex: {given} is {SEX_WORDS[sex]}, but the model reads the radiograph as {other} "
                      f"(probability {1.0 - chance:.2f})."), chance
     return sex, None, chance
 

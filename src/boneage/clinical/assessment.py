@@ -37,6 +37,7 @@ __all__ = [
     "BONE_NAMES",
     "DISCLAIMER",
     "RUS_CHN_SCALE",
+    "SEX_WORDS",
     "Assessment",
     "check_evidence",
     "check_height",
@@ -54,6 +55,7 @@ DISCLAIMER = (
     "age and every number derived from it must be checked against the radiograph by a clinician."
 )
 MAX_AGE_MONTHS = 240.0
+SEX_WORDS = {"M": "male", "F": "female"}  # the sex as a report and a statement write it
 RUS_CHN_SCALE = (
     "bone_age_months is the Greulich & Pyle equivalent of the RUS-CHN result (a monotone map fitted on the model's "
     "training images); the RUS-CHN score and bone age are on the Chinese standard's (China-05) scale."

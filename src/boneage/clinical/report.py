@@ -32,7 +32,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InvalidInputError
 from ..utils import atomic_write
-from .assessment import AGE_SOURCES, BONE_NAMES, DISCLAIMER, RUS_CHN_SCALE, Assessment, format_age
+from .assessment import AGE_SOURCES, BONE_NAMES, DISCLAIMER, RUS_CHN_SCALE, SEX_WORDS, Assessment, format_age
 from .reference import _gp_columns
 
 __all__ = ["REPORT_SUFFIXES", "growth_chart", "render_report", "report_format", "write_report"]
@@ -211,7 +211,7 @@ def _months(value: float, signed: bool = False) -> str:
 
 def _patient_rows(a: Assessment) -> list[tuple[str, str]]:
     p, s = a.patient or {}, a.study or {}
-    sex = {"M": "male", "F": "female"}.get(a.sex or "", "unknown")
+    sex = SEX_WORDS.get(a.sex or "", "unknown")
     if a.sex_source == "predicted":
         probability = f", probability {a.sex_probability:.2f}" if a.sex_probability is not None else ""
         sex += f" (predicted from the radiograph{probability}; not given)"
