@@ -87,29 +87,9 @@ def train_arms(args) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def crop_areas(model_dir: Path, limit: int | None) -> dict[float, float]:
-    """Mean crop area (fraction of the model input) at each gamma on the validation images."""
-    import torch
-
-    from boneage.models import load_model
-    from boneage.preprocess import to_model_input
-
-    loaded = load_model(model_dir)
-    images = model_images(loaded, validation_samples(limit))
-    x = to_model_input(torch.from_numpy(images).float()[:, None] / 255.0, loaded.preprocess)
-    areas = {}
-    for gamma in GAMMAS:
-        boxes = []
-        for start in range(0, len(x), 256):
-            with torch.inference_mode():
-                boxes.append(loaded.model.localize(x[start : start + 256], gamma)["crop_box"].clamp(0, 1))
-        box = torch.cat(boxes)
-        areas[gamma] = float(((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).mean())
-    return areas
-
-
-def localizer_accuracy(model_dir: Path, limit: int | None) -> float:
-    """Age-group accuracy of the localizer on the validation images."""
+def validation_localization(model_dir: Path, limit: int | None) -> tuple[float, dict[float, float]]:
+    """On the validation images: the localizer's age-group accuracy, and the mean crop area (fraction of the model
+    input) at each gamma."""
     import torch
 
     from boneage.models import load_model
@@ -117,12 +97,15 @@ def localizer_accuracy(model_dir: Path, limit: int | None) -> float:
 
     loaded = load_model(model_dir)
     samples = validation_samples(limit)
-    images = model_images(loaded, samples)
-    x = to_model_input(torch.from_numpy(images).float()[:, None] / 255.0, loaded.preprocess)
+    x = to_model_input(torch.from_numpy(model_images(loaded, samples)).float()[:, None] / 255.0, loaded.preprocess)
     with torch.inference_mode():
         predicted = torch.cat([loaded.model.localizer(x[s : s + 256]).argmax(1) for s in range(0, len(x), 256)])
     truth = torch.bucketize(torch.tensor([s.bone_age_months for s in samples]), loaded.model.bin_edges, right=True)
-    return float((predicted == truth).float().mean())
+    areas = {}
+    for gamma in GAMMAS:
+        box = torch.cat([loaded.model.localize(x[s : s + 256], gamma)["crop_box"].clamp(0, 1) for s in range(0, len(x), 256)])
+        areas[gamma] = float(((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).mean())
+    return float((predicted == truth).float().mean()), areas
 
 
 def crop_source(model_dir: Path) -> dict[str, float]:
@@ -311,7 +294,8 @@ def main(argv=None) -> int:
 
     shipped = Path(args.shipped) if args.shipped else shipped_model_path("localize")
     configs["shipped"] = load_model(shipped).config
-    measured = {"localizer_accuracy": localizer_accuracy(shipped, args.limit), "areas": crop_areas(shipped, args.limit),
+    accuracy, areas = validation_localization(shipped, args.limit)
+    measured = {"localizer_accuracy": accuracy, "areas": areas,
                 "crop_source": crop_source(shipped), "phantoms": phantom_results(Path(args.out) / "phantoms.json"),
                 "speed": (time_per_image(shipped, None), time_per_image(default_model_path(), None))}
     default = load_model(None).config["metrics"]["validation"]

@@ -95,11 +95,16 @@ def hand_phantom(age_months: float, sex: str = "M", size: int = 128, rng: np.ran
     return np.clip(image * 255.0, 0, 255).astype(np.uint8)
 
 
+def _ages_and_sexes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """``n`` bone ages uniform in 6-216 months (to 0.1) and sexes, half of each on average."""
+    ages = rng.uniform(6.0, 216.0, size=n).round(1)
+    return ages, ["M" if rng.random() < 0.5 else "F" for _ in range(n)]
+
+
 def phantom_dataset(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``n`` phantoms with bone ages uniform in 6-216 months: ``(images uint8 (n,H,W), ages, sexes)``."""
     rng = np.random.default_rng(seed)
-    ages = rng.uniform(6.0, 216.0, size=n).round(1)
-    sexes = ["M" if rng.random() < 0.5 else "F" for _ in range(n)]
+    ages, sexes = _ages_and_sexes(n, rng)
     images = np.stack([hand_phantom(a, s, size, rng) for a, s in zip(ages, sexes)])
     return images, ages, sexes
 
@@ -141,8 +146,7 @@ def tall_phantom_dataset(n: int, size: tuple[int, int] = (3000, 900), seed: int 
     """``n`` :func:`tall_phantom` images with bone ages uniform in 6-216 months:
     ``(images uint8 (n, H, W), ages, sexes, boxes (n, 4))``."""
     rng = np.random.default_rng(seed)
-    ages = rng.uniform(6.0, 216.0, size=n).round(1)
-    sexes = ["M" if rng.random() < 0.5 else "F" for _ in range(n)]
+    ages, sexes = _ages_and_sexes(n, rng)
     drawn = [tall_phantom(a, s, size, hand_side, rng) for a, s in zip(ages, sexes)]
     return np.stack([d[0] for d in drawn]), ages, sexes, np.array([d[1] for d in drawn], dtype=np.float64)
 
