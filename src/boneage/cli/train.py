@@ -106,6 +106,8 @@ def _augment_arguments(a) -> None:
     a.add_argument("--blur", type=float, default=0.0, help="largest SD (px) of a Gaussian blur, uniform from 0")
     a.add_argument("--noise", type=float, default=0.0, help="largest SD of Gaussian noise on [0, 1] images, uniform from 0")
     a.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG compression at quality 15-80")
+    a.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup of images of the same sex, lam ~ Beta(ALPHA, ALPHA), their losses mixed alike (0 = off)")
 
 
 def _optimisation_arguments(o) -> None:
@@ -171,6 +173,7 @@ def train_config(args):
         warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, val_every=args.val_every,
         max_steps=args.max_steps, seed=args.seed, device=args.device, precision=args.precision,
         channels_last=not args.no_channels_last, threads=args.threads, progress=not args.no_progress, tta=args.tta,
+        mixup=args.mixup,
     )
 
 

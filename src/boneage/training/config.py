@@ -51,6 +51,7 @@ class TrainConfig:
     # preprocessing and augmentation
     preprocess: PreprocessConfig = dataclasses.field(default_factory=lambda: PreprocessConfig(image_size=(100, 100)))
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup between images of the same sex, labels mixed alike (0 = off)
     tta: str = "auto"  # test-time augmentation of the exported model: auto (hflip if trained with flips) | hflip | none
     # optimisation
     epochs: int = 45

@@ -22,6 +22,8 @@ __all__ = [
     "input_points",
     "load_samples",
     "lr_lambda",
+    "mix_batch",
+    "mixup_partners",
     "param_groups",
     "training_pipeline",
 ]
@@ -84,6 +86,28 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.lerp_(b, 1.0 - decay)
         else:
             e.copy_(b)
+
+
+def mixup_partners(male: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A partner for every image of the batch, of the same sex (a random permutation within each sex), so a
+    mixed image keeps a valid sex input and sex label; an image alone of its sex is its own partner."""
+    partner = torch.arange(male.shape[0])
+    for sex in torch.unique(male):
+        members = torch.nonzero(male == sex).view(-1)
+        partner[members] = members[torch.randperm(members.numel(), generator=generator)]
+    return partner
+
+
+def mix_batch(images: torch.Tensor, male: torch.Tensor, alpha: float, generator: torch.Generator):
+    """Mixup: ``lam * image + (1 - lam) * its partner's`` with one ``lam ~ Beta(alpha, alpha)`` per batch
+    (the larger of ``lam`` and ``1 - lam``, so the image keeps its own identity); returns the mixed images,
+    the partners' indices and ``lam``. The loss is mixed with the same weight: ``lam * loss(labels) +
+    (1 - lam) * loss(partners' labels)``."""
+    partner = mixup_partners(male.cpu(), generator)
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))  # Beta drawn by numpy, seeded by the run's generator
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    lam = max(lam, 1.0 - lam)
+    return lam * images + (1.0 - lam) * images[partner.to(images.device)], partner, lam
 
 
 def load_samples(config: TrainConfig):

@@ -43,7 +43,7 @@ from ..utils import atomic_write, autocast
 from .config import TrainConfig
 from .distill import check_teacher, distillation_loss, teacher_targets
 from .distributed import Distributed, hardware_description
-from .steps import batch_points, build_optimizer, ema_update, input_points, load_samples, lr_lambda, training_pipeline
+from .steps import batch_points, build_optimizer, ema_update, input_points, load_samples, lr_lambda, mix_batch, training_pipeline
 from .transfer import freeze, frozen_modules_eval, load_matching_weights, stage_label_tensor
 
 __all__ = ["Trainer", "train", "hardware_description"]
@@ -181,6 +181,9 @@ class Trainer:
         """Create the model the recipe names (its initial weights from the seeded torch RNG)."""
         spec = self.config.model_spec()
         self.model = create_model(spec["name"], **spec["kwargs"])
+        if self.config.mixup < 0 or (self.config.mixup > 0 and self.uses_keypoints):
+            raise InvalidInputError(f"--mixup must be 0 (off) or a positive Beta alpha, without --keypoints; "
+                                    f"got {self.config.mixup:g}")
         self.transfer()
         self.load_teacher()
 
@@ -389,6 +392,9 @@ class Trainer:
         config, data = self.config, self.data
         x, theta = augment_batch(data.train_images[index].unsqueeze(1).float() / 255.0, config.augment, self.generator,
                                  return_theta=True)
+        partner, lam = None, 1.0
+        if config.mixup > 0:
+            x, partner, lam = mix_batch(x, data.train_male[index], config.mixup, self.generator)
         x = to_model_input(x, config.preprocess).to(self.device, non_blocking=True)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -402,6 +408,10 @@ class Trainer:
             outputs = self.train_module(x, batch["male"], **extra)
             targets = teacher_targets(self.teacher, x, batch["male"]) if self.teacher is not None else None
         parts = self.model.compute_loss(outputs, batch)
+        if partner is not None:
+            partner = partner.to(self.device)
+            theirs = self.model.compute_loss(outputs, {key: value[partner] for key, value in batch.items()})
+            parts = {name: lam * value + (1.0 - lam) * theirs[name] for name, value in parts.items()}
         if targets is not None:
             parts["distill"] = distillation_loss(outputs, targets)
             parts["loss"] = (1.0 - config.distill_weight) * parts["loss"] + config.distill_weight * parts["distill"]
