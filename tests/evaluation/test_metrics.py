@@ -34,3 +34,24 @@ def test_agreement_plot_is_written(tmp_path):
     true = rng.uniform(0, 220, 50)
     out = plot_agreement(true + rng.normal(0, 8, 50), true, tmp_path / "p.png", sexes=["M", "F"] * 25)
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rank_auc_equals_the_pairwise_count_with_ties_half():
+    from boneage.evaluation import rank_auc
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(60), 1)  # many ties
+    positive = rng.random(60) < 0.4
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p in scores[positive] for n in scores[~positive]]
+    assert rank_auc(scores, positive) == pytest.approx(np.mean(pairs))
+    assert rank_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert rank_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    assert rank_auc([0.3, 0.4], [True, True]) is None
+
+
+def test_sex_metrics():
+    from boneage.evaluation import sex_metrics
+
+    result = sex_metrics([0.9, 0.6, 0.4, 0.2, 0.7], ["M", "F", "F", "F", "M"], [10, 20, 30, 40, 50], [12, 20, 27, 40, 50])
+    assert result["n"] == 5 and result["accuracy"] == pytest.approx(0.8) and result["majority_rate"] == pytest.approx(0.6)
+    assert result["auc"] == 1.0 and result["mae_months_sex_unknown"] == pytest.approx(1.0)

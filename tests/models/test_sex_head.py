@@ -83,6 +83,21 @@ def test_trained_with_the_bone_age_and_predict_marks_the_predicted_sex(tmp_path,
     assert item["sex_source"] == "predicted" and item["sex"] in ("M", "F") and 0.5 <= item["sex_probability"] <= 1
     assert main(["predict", str(png), "--model", model]) == 0
     assert f"{item['sex']} (predicted, {item['sex_probability']:.2f})" in capsys.readouterr().out
+    assert main(["evaluate", "--images", str(image_dir), "--labels", str(labels), "--model", model, "--json"]) == 0
+    sex = json.loads(capsys.readouterr().out)["sex_prediction"]
+    assert sex["n"] == 32 and 0 <= sex["accuracy"] <= 1 and sex["majority_rate"] >= 0.5
+    from boneage.data import load_rsna
+    from boneage.inference import Predictor
+
+    samples = load_rsna(image_dir, labels)
+    predictor = Predictor(model, check_hand=False)
+    prepared = [predictor.prepare(s.path) for s in samples]
+    unknown = predictor.run(prepared, [None] * len(samples))
+    expected = np.abs(unknown.months - np.array([s.bone_age_months for s in samples])).mean()
+    assert sex["mae_months_sex_unknown"] == pytest.approx(expected, abs=1e-3)  # the bone ages without the sex given
+    told = predictor.run(prepared, [s.sex for s in samples])
+    accuracy = np.mean((told.sex_probability >= 0.5) == np.array([s.sex == "M" for s in samples]))
+    assert sex["accuracy"] == pytest.approx(accuracy, abs=1e-3)
 
 
 def test_the_predictor_refuses_an_unknown_sex_for_a_model_without_the_head(tiny_model_dir, tmp_path):

@@ -8,7 +8,7 @@ from .detection import (
     ossification_hits,
     roi_detection_metrics,
 )
-from .metrics import AGE_GROUPS_YEARS, age_group, compute_metrics, format_metrics_table
+from .metrics import AGE_GROUPS_YEARS, age_group, compute_metrics, format_metrics_table, rank_auc, sex_metrics
 from .plots import plot_agreement
 
 __all__ = [
@@ -20,4 +20,4 @@ __all__ = [
     "detection_metrics",
     "ossification_hits",
     "roi_detection_metrics",
-    "AGE_GROUPS_YEARS", "age_group", "compute_metrics", "format_metrics_table", "plot_agreement"]
+    "AGE_GROUPS_YEARS", "age_group", "compute_metrics", "format_metrics_table", "plot_agreement", "rank_auc", "sex_metrics"]

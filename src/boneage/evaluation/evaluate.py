@@ -10,7 +10,7 @@ from ..data import Sample
 from ..errors import BoneAgeError, DatasetError
 from ..inference import Predictor
 from ..utils import atomic_write
-from .metrics import compute_metrics
+from .metrics import compute_metrics, sex_metrics
 from .plots import plot_agreement
 
 __all__ = ["EvaluationResult", "evaluate_collection", "evaluate_degraded", "evaluate_samples", "predict_samples",
@@ -39,12 +39,14 @@ def _prepare(predictor: Predictor, sample: Sample, degrade):
 
 
 def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64, progress: bool = False,
-                    what: str = "evaluated", desc: str = "evaluating", degrade=None,
+                    what: str = "evaluated", desc: str = "evaluating", degrade=None, sex_prediction: dict | None = None,
                     ) -> tuple[list[Sample], np.ndarray, np.ndarray | None, list[dict]]:
     """Every sample through the model's own preprocessing, ``batch_size`` at a time -> ``(used samples, months,
     member SD or None, skipped)``; unreadable images are skipped and listed (``{"id", "path", "error"}``), never
     silently dropped; none readable is a DatasetError saying none could be ``what``. ``degrade``: a
-    :class:`~boneage.preprocess.degrade.Degradation` applied to each decoded image first."""
+    :class:`~boneage.preprocess.degrade.Degradation` applied to each decoded image first. ``sex_prediction``: a
+    dict that, for a model that predicts the sex, receives ``probability`` (of a boy, per used sample) and
+    ``months`` (the bone ages when the sex is not given: a second pass over the same inputs)."""
     used, skipped, months, spread = [], [], [], []
     batches = range(0, len(samples), batch_size)
     if progress:
@@ -61,10 +63,14 @@ def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: 
                 continue
             chunk.append(sample)
         if chunk:
-            predicted, sd = predictor.predict(prepared, [s.sex for s in chunk], batch_size=batch_size)
-            months.append(predicted)
-            spread.append(sd)
+            results = predictor.run(prepared, [s.sex for s in chunk], batch_size=batch_size)
+            months.append(results.months)
+            spread.append(results.sd)
             used.extend(chunk)
+            if sex_prediction is not None and results.sex_probability is not None:
+                unknown = predictor.run(prepared, [None] * len(chunk), batch_size=batch_size)
+                sex_prediction.setdefault("probability", []).append(results.sex_probability)
+                sex_prediction.setdefault("months", []).append(unknown.months)
     if not used:
         first = skipped[0]["error"] if skipped else "no samples"
         raise DatasetError(f"no image could be {what} ({len(skipped)} unreadable; first: {first})")
@@ -74,9 +80,16 @@ def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], *, batch_size: int = 64,
                      progress: bool = False) -> EvaluationResult:
-    """Predict every sample (:func:`predict_samples`) and measure the predictions against the labels."""
-    used, predicted_months, _, skipped = predict_samples(predictor, samples, batch_size=batch_size, progress=progress)
-    metrics = compute_metrics(predicted_months, [s.bone_age_months for s in used], [s.sex for s in used])
+    """Predict every sample (:func:`predict_samples`) and measure the predictions against the labels; for a model
+    that predicts the sex, ``metrics['sex_prediction']`` (:func:`~boneage.evaluation.metrics.sex_metrics`)."""
+    sex_prediction: dict = {}
+    used, predicted_months, _, skipped = predict_samples(predictor, samples, batch_size=batch_size, progress=progress,
+                                                         sex_prediction=sex_prediction)
+    truth, sexes = [s.bone_age_months for s in used], [s.sex for s in used]
+    metrics = compute_metrics(predicted_months, truth, sexes)
+    if sex_prediction:
+        metrics["sex_prediction"] = sex_metrics(np.concatenate(sex_prediction["probability"]), sexes,
+                                                np.concatenate(sex_prediction["months"]), truth)
     metrics["n_skipped"] = len(skipped)
     return EvaluationResult(metrics=metrics, samples=used, predicted_months=predicted_months, skipped=skipped)
 

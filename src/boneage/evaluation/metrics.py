@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AGE_GROUPS_YEARS", "age_group", "compute_metrics", "format_metrics_table"]
+__all__ = ["AGE_GROUPS_YEARS", "age_group", "compute_metrics", "format_metrics_table", "rank_auc", "sex_metrics"]
 
 AGE_GROUPS_YEARS = (("0-3", 0, 4), ("4-7", 4, 8), ("8-11", 8, 12), ("12-15", 12, 16), ("16-19", 16, 20))
 
@@ -61,6 +61,39 @@ def compute_metrics(predicted_months, true_months, sexes=None) -> dict:
     return result
 
 
+def rank_auc(scores, positive) -> float | None:
+    """The area under the ROC curve of ``scores`` for the ``positive`` (bool) class: the probability that a random
+    positive scores above a random negative, ties counted half (Mann-Whitney); None without both classes."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for start, count in zip(first, counts):
+        ranks[order[start : start + count]] = start + (count + 1) / 2.0
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def sex_metrics(probability_male, sexes, months_sex_unknown=None, true_months=None) -> dict:
+    """How well a model predicts the sex: ``accuracy`` (at 0.5), ``auc``, ``majority_rate`` (the accuracy of always
+    guessing the commoner sex), ``n``; with ``months_sex_unknown`` (its bone ages when not told the sex) and
+    ``true_months``, ``mae_months_sex_unknown``."""
+    probability = np.asarray(probability_male, dtype=np.float64)
+    male = np.asarray(sexes) == "M"
+    n = int(male.size)
+    result = {"n": n, "accuracy": _round(((probability >= 0.5) == male).mean()) if n else None,
+              "auc": _round(rank_auc(probability, male)) if n else None,
+              "majority_rate": _round(max(male.mean(), 1 - male.mean())) if n else None}
+    if months_sex_unknown is not None and true_months is not None and n:
+        error = np.asarray(months_sex_unknown, dtype=np.float64) - np.asarray(true_months, dtype=np.float64)
+        result["mae_months_sex_unknown"] = _round(np.abs(error).mean())
+    return result
+
+
 def format_metrics_table(metrics: dict) -> str:
     """A short Markdown table of a metrics dict, for the terminal and the README."""
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -77,4 +110,9 @@ def format_metrics_table(metrics: dict) -> str:
     for sex, mae in metrics.get("mae_by_sex", {}).items():
         label = "male" if sex == "M" else "female"
         lines.append(f"| {label} | {metrics['n_by_sex'][sex]} | {fmt(mae)} |")
+    sex = metrics.get("sex_prediction")
+    if sex:
+        lines += ["", f"sex predicted from the image: accuracy {100 * sex['accuracy']:.1f} % (always the commoner sex: "
+                  f"{100 * sex['majority_rate']:.1f} %), AUC {fmt(sex['auc'])}; bone age MAE without the sex given "
+                  f"{fmt(sex.get('mae_months_sex_unknown'))} months"]
     return "\n".join(lines)
