@@ -21,10 +21,11 @@ from .preprocess import Prepared, PreprocessConfig, to_model_input
 from .segmentation import model_preprocessing
 from .utils import autocast, evaluating
 
-__all__ = ["TTA_MODES", "Predictions", "Predictor", "Results", "input_batches", "predict_bones", "predict_images",
+__all__ = ["RUNTIMES", "TTA_MODES", "Predictions", "Predictor", "Results", "input_batches", "predict_bones", "predict_images",
            "predict_rois", "run_model"]
 
 TTA_MODES = (None, "none", "hflip")
+RUNTIMES = ("torch", "onnx")  # PyTorch eager, or the model exported to ONNX and run by onnxruntime
 
 
 def input_batches(images, males, preprocess: PreprocessConfig, batch_size: int, device: torch.device):
@@ -130,13 +131,22 @@ class Predictor:
 
     Every image is checked for a hand before it is assessed (``check_hand=False`` skips it): the
     segmenter the model's preprocessing names does it, or the shipped one for a model that uses no mask.
+    ``runtime='onnx'`` runs the model's forward pass with onnxruntime (exported once and cached:
+    :func:`boneage.models.onnx_model.onnx_session_model`); an ``.onnx`` model file always runs that way.
     """
 
     def __init__(self, model: LoadedModel | str | Path | None = None, *, threads: int | None = None,
-                 check_hand: bool = True):
+                 check_hand: bool = True, runtime: str = "torch"):
         if threads:
             torch.set_num_threads(threads)
+        if runtime not in RUNTIMES:
+            raise InvalidInputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        if runtime == "onnx":  # the same model, config and preprocessing; its forward run by onnxruntime
+            from .models.onnx_model import onnx_session_model
+
+            self.loaded = dataclasses.replace(self.loaded, model=onnx_session_model(self.loaded, threads))
+        self.runtime = "onnx" if type(self.loaded.model).__name__ == "OnnxModel" else "torch"
         self.preprocess = self.loaded.preprocess
         self.tta = self.loaded.tta
         self.check_hand = bool(check_hand)

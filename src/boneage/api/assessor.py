@@ -42,12 +42,12 @@ INTERVAL_Z = 1.96  # the uncalibrated fallback: bone age +/- 1.96 member SD (a n
 class Assessor:
     """A loaded model (a :class:`~boneage.inference.Predictor`, a model path, or None for the shipped
     model) and the lock that serialises its use. ``check_hand=False`` assesses images where no hand is
-    found (research use)."""
+    found (research use); ``runtime`` is the :class:`~boneage.inference.Predictor`'s."""
 
     def __init__(self, model: Predictor | str | Path | None = None, *, threads: int | None = None,
-                 check_hand: bool = True):
+                 check_hand: bool = True, runtime: str = "torch"):
         self.predictor = model if isinstance(model, Predictor) else Predictor(model, threads=threads,
-                                                                             check_hand=check_hand)
+                                                                             check_hand=check_hand, runtime=runtime)
         self.lock = threading.Lock()
         loaded = self.predictor.loaded
         self.model_info = {"name": loaded.name, "version": loaded.version,

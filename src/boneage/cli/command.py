@@ -9,6 +9,7 @@ Contract (other tools call these; keep them stable):
 * ``boneage serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--model PATH] [--api-token TOKEN]``
 * ``boneage dicom-node [--port 11112] [--ae-title BONEAGE] [--data-dir DIR] [--destination AE@HOST:PORT]``
 * ``boneage segment IMAGE... -o DIR [--segmenter PATH] [--overlay]``
+* ``boneage export [--model PATH] --format onnx -o FILE.onnx``
 * ``boneage train ...``, ``boneage train-segmenter ...``, ``boneage ensemble ...`` and ``boneage models``
 
 Bad input ends with one line on stderr naming the problem and exit code 2, never a traceback; in a
@@ -28,6 +29,7 @@ from . import (
     dicom_node,
     ensemble,
     evaluate,
+    export,
     models,
     predict,
     report,
@@ -39,8 +41,8 @@ from . import (
 )
 from ._common import EXIT_USAGE, Parser
 
-COMMANDS = (predict, segment, report, serve, evaluate, calibrate, models, ensemble, train, train_segmenter, train_recogniser,
-            dicom_node)
+COMMANDS = (predict, segment, report, serve, evaluate, calibrate, models, ensemble, export, train, train_segmenter,
+            train_recogniser, dicom_node)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ def arguments(p) -> None:
     p.add_argument("--predictions", type=_args.output_file, default=None, metavar="CSV", help="write per-image predictions")
     p.add_argument("--batch-size", type=_args.positive_int, default=128)
     p.add_argument("--threads", type=_args.positive_int, default=None)
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="run the model with PyTorch, or exported to ONNX with onnxruntime")
     p.add_argument("--degrade", action="append", type=_args.degradation, default=[], metavar="KIND[:PARAM...]",
                    help="also measure degraded copies of the images (repeatable): resample:N[:FILTER], blur:SIGMA, "
                         "noise:SD, gamma:G, contrast:C, jpeg:Q, rotate:DEG, collimate:F, marker")
@@ -36,7 +38,8 @@ def run(args) -> int:
     result, metrics = evaluate_collection(args.images, args.labels, args.model, batch_size=args.batch_size,
                                           threads=args.threads, check_hand=args.hand_check,
                                           predictions_csv=args.predictions, plot=args.plot,
-                                          progress=not args.json and sys.stderr.isatty(), degradations=args.degrade)
+                                          progress=not args.json and sys.stderr.isatty(), degradations=args.degrade,
+                                          runtime=args.runtime)
     for item in result.skipped:
         print(f"boneage evaluate: warning: skipped {item['error']}", file=sys.stderr)
     if args.json:

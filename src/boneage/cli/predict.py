@@ -21,6 +21,9 @@ def arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--batch-size", type=_args.positive_int, default=32)
     p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="run the model with PyTorch, or exported to ONNX with onnxruntime (bone ages only; "
+                        "exported once and cached; an .onnx --model always runs with onnxruntime)")
     p.add_argument("--no-hand-check", dest="hand_check", action="store_false",
                    help="assess images even where the segmenter finds no hand (research use)")
     p.add_argument("--explain", type=_args.output_dir, default=None, metavar="OUT_DIR",
@@ -32,8 +35,11 @@ def run(args) -> int:
     from ..api import Assessor
     from ..errors import InvalidInputError
 
-    assessor = Assessor(args.model, threads=args.threads, check_hand=args.hand_check)
+    assessor = Assessor(args.model, threads=args.threads, check_hand=args.hand_check, runtime=args.runtime)
     if args.explain and not assessor.predictor.model.capabilities.evidence:
+        if assessor.predictor.runtime == "onnx":
+            raise InvalidInputError("--explain needs the PyTorch model (--runtime torch and a model folder): "
+                                    "an ONNX model gives bone ages only")
         raise InvalidInputError(f"model {assessor.model_info['name']} offers no visual evidence for --explain")
     results = list(assessor.assess_files(expand_inputs(args.files), sex=args.sex, batch_size=args.batch_size,
                                          explain=bool(args.explain)))

@@ -129,7 +129,7 @@ def write_predictions(result: EvaluationResult, path) -> None:
 
 def evaluate_collection(images, labels, model=None, *, batch_size: int = 128, threads: int | None = None,
                         check_hand: bool = False, predictions_csv=None, plot=None,
-                        progress: bool = False, degradations=()) -> tuple[EvaluationResult, dict]:
+                        progress: bool = False, degradations=(), runtime: str = "torch") -> tuple[EvaluationResult, dict]:
     """The job of ``boneage evaluate``: ``model`` (a path, None for the shipped one) on an RSNA-layout
     collection -> ``(result, metrics with the model's name, version and source)``; writes the
     per-image predictions and the agreement plot when asked. With ``degradations`` the metrics hold
@@ -137,10 +137,11 @@ def evaluate_collection(images, labels, model=None, *, batch_size: int = 128, th
     from ..data import load_rsna
 
     samples = load_rsna(images, labels)
-    predictor = Predictor(model, threads=threads, check_hand=check_hand)
+    predictor = Predictor(model, threads=threads, check_hand=check_hand, runtime=runtime)
     result = evaluate_samples(predictor, samples, batch_size=batch_size, progress=progress)
     loaded = predictor.loaded
-    metrics = {**result.metrics, "model": {"name": loaded.name, "version": loaded.version, "source": loaded.source}}
+    metrics = {**result.metrics, "model": {"name": loaded.name, "version": loaded.version, "source": loaded.source,
+                                           "runtime": predictor.runtime}}
     if degradations:
         metrics["degradations"] = evaluate_degraded(predictor, samples, degradations, batch_size=batch_size,
                                                     baseline=result.metrics)

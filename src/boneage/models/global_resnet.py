@@ -80,17 +80,18 @@ class GlobalResNet(BoneAgeModel):
         male = male.view(-1).to(pooled.dtype)
         unknown = torch.isnan(male)
         if self.sex_classifier is None:
-            if bool(unknown.any()):
+            if not torch.compiler.is_exporting() and bool(unknown.any()):
                 raise ValueError("this model needs the sex of every image (it has no sex head)")
             head = self._head(pooled, male)
             return ModelOutput(bone_age_months=head["bone_age_months"], extras={"head": head})
         sex_logit = self.sex_classifier(pooled).float().view(-1)
         probability = torch.sigmoid(sex_logit)
         head = self._head(pooled, torch.where(unknown, torch.ones_like(male), male))
-        months = head["bone_age_months"]
-        if bool(unknown.any()):  # the unknown sex: both sexes' bone ages, weighted by the predicted probability
-            as_girl = self._head(pooled, torch.zeros_like(male))["bone_age_months"]
-            months = torch.where(unknown, probability * months + (1 - probability) * as_girl, months)
+        # the unknown sex: both sexes' bone ages, weighted by the predicted probability (computed for every image,
+        # without a branch on the data, so that the model exports to ONNX as it runs)
+        as_girl = self._head(pooled, torch.zeros_like(male))["bone_age_months"]
+        months = torch.where(unknown, probability * head["bone_age_months"] + (1 - probability) * as_girl,
+                             head["bone_age_months"])
         return ModelOutput(bone_age_months=months, sex_probability=probability, extras={"head": head, "sex_logit": sex_logit})
 
     def _head(self, pooled: torch.Tensor, male: torch.Tensor) -> dict[str, torch.Tensor]:

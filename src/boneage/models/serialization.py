@@ -159,7 +159,8 @@ def _build(config: dict, state_dict: dict, source: str) -> LoadedModel:
 def load_model(spec: str | Path | None = None) -> LoadedModel:
     """Load a model from ``None``/``'default'`` (the shipped one), the name of another shipped model
     (:data:`SHIPPED_MODELS`, e.g. ``'rus-chn'``, unless a path of that name exists), an exported folder, a
-    ``.safetensors`` file with ``config.json`` beside it, or a training checkpoint (``.pt``)."""
+    ``.safetensors`` file with ``config.json`` beside it, a training checkpoint (``.pt``) or an ONNX file written by
+    ``boneage export --format onnx`` (run by onnxruntime: bone ages only)."""
     if spec is not None and str(spec) in SHIPPED_MODELS and str(spec) != "default" and not Path(spec).exists():
         spec = shipped_model_path(str(spec))
         if not spec.exists():
@@ -168,6 +169,11 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
         path = Path(spec)
         if not path.exists():
             raise ModelLoadError(f"{path}: model file not found")
+        if path.is_file() and path.suffix == ".onnx":
+            from .onnx_model import load_onnx
+
+            model, config = load_onnx(path)
+            return LoadedModel(model=model, config=config, source=str(path))
         if path.is_file() and path.suffix != ".safetensors":
             checkpoint = load_checkpoint(path)
             state = checkpoint.get("ema_state_dict") or checkpoint.get("state_dict")
