@@ -14,7 +14,7 @@ from .metrics import compute_metrics, sex_metrics
 from .plots import plot_agreement
 
 __all__ = ["EvaluationResult", "evaluate_collection", "evaluate_degraded", "evaluate_samples", "predict_samples",
-           "write_predictions"]
+           "prepare_sample", "write_predictions"]
 
 
 @dataclasses.dataclass
@@ -25,7 +25,7 @@ class EvaluationResult:
     skipped: list[dict]  # {"id", "path", "error"} for images that could not be read
 
 
-def _prepare(predictor: Predictor, sample: Sample, degrade):
+def prepare_sample(predictor: Predictor, sample: Sample, degrade=None):
     """The sample's file through the model's preprocessing, degraded first (seeded by its id) when asked."""
     if degrade is None:
         return predictor.prepare(sample.path)
@@ -57,7 +57,7 @@ def predict_samples(predictor: Predictor, samples: list[Sample], *, batch_size: 
         prepared, chunk = [], []
         for sample in samples[start : start + batch_size]:
             try:
-                prepared.append(_prepare(predictor, sample, degrade))
+                prepared.append(prepare_sample(predictor, sample, degrade))
             except BoneAgeError as err:
                 skipped.append({"id": sample.id, "path": sample.path, "error": str(err)})
                 continue
