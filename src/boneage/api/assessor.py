@@ -185,22 +185,26 @@ class Assessor:
         return evidence.overlay if evidence is not None else display
 
     # ---------------------------------------------------------------------------------- many images
-    def assess_files(self, paths: list[str | Path], *, sex=None, batch_size: int = 32,
+    def assess_files(self, paths: list[str | Path], *, sex=None, sexes: list | None = None, batch_size: int = 32,
                      explain: bool = False) -> Iterable[Assessment]:
         """Assess many files, ``batch_size`` at a time through the model (memory stays bounded for any
-        number of files), in order. A file that cannot be used gives a rejected Assessment whose
-        ``rejection`` says why; bad ``sex`` raises before any file is read."""
-        inputs = validate_inputs(sex)
+        number of files), in order. ``sex`` is every file's, ``sexes`` one per file (None: from the DICOM, or
+        predicted). A file that cannot be used gives a rejected Assessment whose ``rejection`` says why; a bad
+        sex raises before any file is read."""
+        if sexes is not None and len(sexes) != len(paths):
+            raise ValueError(f"{len(sexes)} sexes for {len(paths)} files")
+        inputs = [validate_inputs(s) for s in sexes] if sexes is not None else [validate_inputs(sex)] * len(paths)
         for start in range(0, len(paths), batch_size):
-            yield from self._assess_batch(paths[start : start + batch_size], inputs, explain)
+            stop = start + batch_size
+            yield from self._assess_batch(paths[start:stop], inputs[start:stop], explain)
 
-    def _assess_batch(self, paths, inputs: Inputs, explain: bool) -> list[Assessment]:
+    def _assess_batch(self, paths, inputs: list[Inputs], explain: bool) -> list[Assessment]:
         results: list[Assessment | None] = []
         ready: list[tuple[int, str, str, Radiograph, Prepared]] = []  # (position, sex, sex source, image, prepared)
-        for path in paths:
+        for path, given in zip(paths, inputs):
             try:
                 item = read_radiograph(path)
-                sex, sex_source = resolve_sex(inputs.sex, item.image, item.name, predicted=self.predictor.predicts_sex)
+                sex, sex_source = resolve_sex(given.sex, item.image, item.name, predicted=self.predictor.predicts_sex)
                 with self.lock:
                     prepared = self.predictor.prepare(item.image, item.name)
             except BoneAgeError as err:

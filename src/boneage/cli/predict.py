@@ -1,5 +1,6 @@
 """``boneage predict FILE... [--sex M|F] [--model PATH] [--json] [--explain OUT_DIR]``: the bone age of files
-and folders through :meth:`boneage.api.Assessor.assess_files`."""
+and folders through :meth:`boneage.api.Assessor.assess_files`; with ``--output CSV`` (and ``--manifest``,
+``--resume``, torchrun) an archive streamed to a CSV (:func:`boneage.api.archive.predict_archive`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ HELP = "bone age of one or more radiographs (files or folders)"
 
 
 def arguments(p) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
+    p.add_argument("files", nargs="*", metavar="FILE", help="image files (PNG, JPEG, TIFF, DICOM) or folders")
     p.add_argument("--sex", type=_args.sex, help="M or F (default: read from DICOM PatientSex)")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
@@ -26,16 +27,69 @@ def arguments(p) -> None:
                         "exported once and cached; an .onnx --model always runs with onnxruntime)")
     p.add_argument("--no-hand-check", dest="hand_check", action="store_false",
                    help="assess images even where the segmenter finds no hand (research use)")
+    p.add_argument("--output", default=None, metavar="CSV",
+                   help="stream one row per image to this CSV as it goes (an archive of any size; under torchrun the "
+                        "ranks share the files and rank 0 merges their rows)")
+    p.add_argument("--resume", action="store_true", help="with --output: continue an interrupted run, skipping rows written")
+    p.add_argument("--manifest", default=None, metavar="CSV",
+                   help="the files to assess from a CSV with a 'path' column and an optional 'sex' column")
+    p.add_argument("--progress", action="store_true", help="with --output: a progress bar with images/s on stderr")
     p.add_argument("--explain", type=_args.output_dir, default=None, metavar="OUT_DIR",
                    help="write each image's visual evidence as PNG here (ALA-Net: its 17 ROIs; RUS-CHN: its 13 bones "
                         "labelled with their stages; residual attention: each module's mask; ResNets: Grad-CAM)")
+
+
+def _items(args) -> list[tuple[str, str | None]]:
+    """The files to assess with their sexes: the manifest's rows, then the files and folders given."""
+    from ..api.archive import read_manifest
+    from ..errors import InvalidInputError
+
+    items = read_manifest(args.manifest) if args.manifest else []
+    items += [(file, args.sex) for file in expand_inputs(args.files)]
+    if not items:
+        raise InvalidInputError("no images given: name files or folders, or --manifest CSV")
+    if args.sex is not None:
+        items = [(file, args.sex) for file, _ in items]
+    return items
+
+
+def run_archive(args, assessor) -> int:
+    from ..api.archive import predict_archive, shard_from_environment
+    from ..errors import InvalidInputError
+
+    if args.json or args.explain:
+        raise InvalidInputError("--output writes a CSV: leave out --json and --explain")
+    shard = shard_from_environment()
+    summary = predict_archive(assessor, _items(args), args.output, resume=args.resume, batch_size=args.batch_size,
+                              shard=shard, progress=args.progress)
+    if shard.rank == 0:
+        print(f"{summary.output}: {summary.assessed} assessed, {summary.rejected} rejected, {summary.skipped} already "
+              f"there; {summary.images_per_second:.1f} images/s" + (f" on rank 0 of {shard.world}" if shard.world > 1 else ""))
+    if summary.rejected:
+        print(f"boneage predict: {summary.rejected} image(s) could not be assessed; the CSV's error column says why",
+              file=sys.stderr)
+    return EXIT_USAGE if summary.rejected else 0
+
+
+def _check_options(args) -> None:
+    from ..errors import InvalidInputError
+
+    if (args.resume or args.progress) and not args.output:
+        raise InvalidInputError("--resume and --progress go with --output CSV")
+    if args.manifest and not args.output:
+        raise InvalidInputError("--manifest goes with --output CSV (an archive is streamed to a CSV)")
+    if not args.files and not args.manifest:
+        raise InvalidInputError("no images given: name files or folders, or --manifest CSV with --output")
 
 
 def run(args) -> int:
     from ..api import Assessor
     from ..errors import InvalidInputError
 
+    _check_options(args)
     assessor = Assessor(args.model, threads=args.threads, check_hand=args.hand_check, runtime=args.runtime)
+    if args.output:
+        return run_archive(args, assessor)
     if args.explain and not assessor.predictor.model.capabilities.evidence:
         if assessor.predictor.runtime == "onnx":
             raise InvalidInputError("--explain needs the PyTorch model (--runtime torch and a model folder): "
