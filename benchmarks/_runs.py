@@ -17,8 +17,8 @@ def finished_config(out: Path) -> dict | None:
 
 
 def train_or_reuse(out: Path, make_config, label: str) -> dict:
-    """Reuse the finished run under ``out``, or train ``make_config()`` (a TrainConfig writing there);
-    returns the exported model's config."""
+    """Reuse the finished run under ``out``, or train ``make_config()`` (a TrainConfig writing there; an
+    interrupted one is resumed from its ``last.pt``); returns the exported model's config."""
     from boneage.training import train
 
     config = finished_config(out)
@@ -26,7 +26,10 @@ def train_or_reuse(out: Path, make_config, label: str) -> dict:
         print(f"reusing {out}", flush=True)
         return config
     started = time.time()
-    train(make_config(), command=" ".join(sys.argv))
+    resume = (Path(out) / "last.pt").exists()  # an interrupted run continues from its last epoch
+    if resume:
+        print(f"resuming {out}", flush=True)
+    train(make_config(), resume=resume, command=" ".join(sys.argv))
     print(f"{label}: {time.time() - started:.0f} s", flush=True)
     return finished_config(out)
 

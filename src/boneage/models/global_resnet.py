@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.nets import resnet as monai_resnet
 
 from ._registry import register_model
 from .base import BoneAgeModel, Capabilities, ModelOutput
@@ -27,6 +26,8 @@ def build_resnet_backbone(depth: int, width: float = 1.0, in_channels: int = 1, 
     ``max_pool=False`` drops the stem's max pooling: feature maps twice as fine in each direction
     (16x instead of 32x downsampling), for small inputs where the bones are only a few pixels wide.
     """
+    from monai.networks.nets import resnet as monai_resnet  # here, not at import: MONAI takes a second to import
+
     if depth not in _DEPTHS:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
     if not 0.05 <= width <= 8:
