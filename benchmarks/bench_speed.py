@@ -6,7 +6,10 @@
    model) and of the model alone; batch throughput; and the wall time of one ``boneage predict``
    process (Python start-up and imports included). Reference: the same network called directly on a
    ready tensor with ``torch.inference_mode`` in fp32.
-2. Training: images/s of boneage's loop (``boneage.training.train``: on-the-fly augmentation, bf16
+2. Runtimes: the model on a ready tensor in eager fp32, bf16 autocast + channels-last and onnxruntime; the
+   file -> assessment path with ``--runtime torch`` and ``--runtime onnx``; the start of a process (``import
+   torch`` against a whole ``boneage predict``).
+3. Training: images/s of boneage's loop (``boneage.training.train``: on-the-fly augmentation, bf16
    autocast, channels-last, EMA) against a plain PyTorch loop on the same model and batch size (fp32,
    contiguous tensors, no augmentation, no EMA), both on the same in-memory images.
 
@@ -115,6 +118,87 @@ def bench_predict(model_spec, repeats: int, tmp: Path) -> dict:
     }
 
 
+def _timed(call, repeats: int) -> list[float]:
+    for _ in range(5):
+        call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_runtimes(model_spec, repeats: int, tmp: Path) -> dict:
+    """The same model three ways on one ready tensor (eager fp32; bf16 autocast + channels-last; onnxruntime), the
+    file -> months path with each runtime, and a process's start: ``import torch`` against ``boneage predict``."""
+    from boneage.api import Assessor
+    from boneage.preprocess import to_model_input
+    from boneage.utils import autocast
+
+    os.environ.setdefault("BONEAGE_CACHE", str(tmp / "cache"))
+    paths, _ = sample_images(tmp)
+    torch_assessor, onnx_assessor = Assessor(model_spec), Assessor(model_spec, runtime="onnx")
+    model, preprocess = torch_assessor.predictor.model, torch_assessor.predictor.preprocess
+    x = to_model_input(torch.rand(1, 1, *preprocess.image_size), preprocess)
+    male = torch.ones(1)
+    out = {}
+    with torch.inference_mode():
+        out["eager_fp32_ms"] = percentile(_timed(lambda: model(x, male), repeats), 50)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        model_cl = model.to(memory_format=torch.channels_last)
+
+        def bf16():
+            with autocast(torch.device("cpu"), "bf16"):
+                model_cl(xc, male)
+
+        out["bf16_channels_last_ms"] = percentile(_timed(bf16, repeats), 50)
+        model.to(memory_format=torch.contiguous_format)
+        ort_model = onnx_assessor.predictor.model
+        out["onnxruntime_ms"] = percentile(_timed(lambda: ort_model(x, male), repeats), 50)
+    for label, assessor in (("torch", torch_assessor), ("onnx", onnx_assessor)):
+        times = _timed(lambda a=assessor: list(a.assess_files([paths[0]], sex="F")), repeats)
+        out[f"file_{label}_p50_ms"] = percentile(times, 50)
+        batch = (paths * 4)[:160]
+        t = time.perf_counter()
+        list(assessor.assess_files(batch, sex="F", batch_size=32))
+        out[f"batch_{label}_images_per_s"] = len(batch) / (time.perf_counter() - t)
+    starts = {"import torch": [sys.executable, "-c", "import torch"],
+              "boneage predict": [sys.executable, "-m", "boneage", "predict", str(paths[0]), "--sex", "F"]}
+    for label, command in starts.items():
+        if model_spec:
+            command = command + (["--model", str(model_spec)] if label != "import torch" else [])
+        walls = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            walls.append(time.perf_counter() - t)
+        out[f"start {label}"] = statistics.median(walls)
+    return out
+
+
+def runtime_lines(r: dict) -> list[str]:
+    eager = r["eager_fp32_ms"]
+    return [
+        "",
+        "| the model on one ready tensor (all its members, one view) | ms, p50 | ratio to eager fp32 |",
+        "|---|---:|---:|",
+        f"| PyTorch eager, fp32 | {eager:.1f} | 1.00 |",
+        f"| PyTorch, bf16 autocast + channels-last | {r['bf16_channels_last_ms']:.1f} | {r['bf16_channels_last_ms'] / eager:.2f} |",
+        f"| onnxruntime, fp32 (`--runtime onnx`) | {r['onnxruntime_ms']:.1f} | {r['onnxruntime_ms'] / eager:.2f} |",
+        "",
+        "| file -> assessment | `--runtime torch` | `--runtime onnx` | ratio onnx / torch |",
+        "|---|---:|---:|---:|",
+        f"| single image, p50 | {r['file_torch_p50_ms']:.1f} ms | {r['file_onnx_p50_ms']:.1f} ms | "
+        f"{r['file_onnx_p50_ms'] / r['file_torch_p50_ms']:.2f} |",
+        f"| batch throughput (files, batch 32) | {r['batch_torch_images_per_s']:.0f} img/s | "
+        f"{r['batch_onnx_images_per_s']:.0f} img/s | {r['batch_onnx_images_per_s'] / r['batch_torch_images_per_s']:.2f} |",
+        "",
+        f"Start: `python -c \"import torch\"` {r['start import torch']:.2f} s; `boneage predict FILE` {r['start boneage predict']:.2f} s "
+        f"(beyond torch: {r['start boneage predict'] - r['start import torch']:.2f} s).",
+    ]
+
+
 def bench_train(model_spec, steps: int, tmp: Path) -> dict:
     """Both loops train the architecture and preprocessing of the model being benchmarked."""
     from boneage.data import load_images, load_rsna
@@ -184,6 +268,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         p = bench_predict(args.model, args.repeats, tmp)
         t = None if args.skip_train else bench_train(args.model, args.train_steps, tmp)
+        r = bench_runtimes(args.model, args.repeats, tmp)
     lines = [
         f"Hardware: {hardware}. Model: {p['model']} at {p['input_size'][0]}x{p['input_size'][1]} px.",
         f"Prediction images: {p['source']}.",
@@ -201,6 +286,7 @@ def main(argv=None) -> int:
             f"(bf16, channels-last, augmentation, EMA) | {t['plain_images_per_s']:.0f} img/s (fp32, no augmentation) | "
             f"{t['boneage_images_per_s'] / t['plain_images_per_s']:.2f} |"
         )
+    lines += runtime_lines(r)
     table = "\n".join(lines)
     print(table)
     if args.out:
