@@ -82,3 +82,32 @@ def test_a_cstore_and_an_upload_of_the_same_file_store_the_same_result(tmp_path,
     differing = {key for key in via_dicom if via_dicom[key] != via_http[key]}
     assert differing <= {"id", "created_at", "source", "links"}, differing
     assert (via_dicom["source"], via_http["source"]) == ("dicom", "api")
+
+
+def test_one_file_gets_one_bone_age_through_every_front_end_and_runtime(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """predict, report and the web service give the same file the same bone age: identical with one runtime,
+    within 0.05 month between PyTorch and onnxruntime."""
+    from PIL import Image
+
+    from boneage.cli import main
+
+    monkeypatch.setenv("BONEAGE_CACHE", str(tmp_path / "cache"))
+    png = tmp_path / "hand.png"
+    Image.fromarray(hand_phantom(130, "F", 256, np.random.default_rng(5))).save(png)
+    found = {}
+    for runtime in ("torch", "onnx"):
+        common = ["--sex", "F", "--model", str(tiny_model_dir), "--runtime", runtime, "--json"]
+        assert main(["predict", str(png), *common]) == 0
+        found[("predict", runtime)] = json.loads(capsys.readouterr().out)[0]["bone_age_months"]
+        assert main(["report", str(png), *common, "-o", str(tmp_path / f"{runtime}.html")]) == 0
+        found[("report", runtime)] = json.loads(capsys.readouterr().out)["bone_age_months"]
+        with ThreadServer(tmp_path / f"web-{runtime}", model=Assessor(tiny_model_dir, runtime=runtime)) as server, \
+                httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.post("/api/assessments", data={"sex": "F"},
+                                   files={"image": ("hand.png", png.read_bytes(), "image/png")})
+            assert response.status_code == 201, response.text
+            found[("service", runtime)] = response.json()["result"]["bone_age_months"]
+    for runtime in ("torch", "onnx"):
+        values = {found[(front, runtime)] for front in ("predict", "report", "service")}
+        assert max(values) - min(values) < 1e-6, found
+    assert abs(found[("predict", "torch")] - found[("predict", "onnx")]) < 0.05, found

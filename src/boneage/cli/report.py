@@ -25,13 +25,15 @@ def arguments(p) -> None:
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print the assessment as JSON instead of a summary line")
     p.add_argument("--threads", type=_args.positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="run the model with PyTorch, or exported to ONNX with onnxruntime (no evidence overlay then)")
 
 
 def run(args) -> int:
     from ..api import Assessor
     from ..clinical import write_report
 
-    assessment = Assessor(args.model, threads=args.threads).assess(
+    assessment = Assessor(args.model, threads=args.threads, runtime=args.runtime).assess(
         args.image, sex=args.sex, age=args.age, height_cm=args.height, reject=True)
     write_report(assessment, args.output)
     a = assessment
