@@ -1,4 +1,5 @@
-"""What the ablation benchmarks share: train a run or reuse the finished one, and mean ± SD over seeds."""
+"""What the ablation benchmarks share: train a run or reuse the finished one, mean ± SD over seeds, and images
+prepared once for every model measured on them."""
 
 from __future__ import annotations
 
@@ -39,3 +40,36 @@ def spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+class PreparedImages:
+    """Labelled samples through a model's preprocessing, clean and degraded (``spec``, seeded per image), prepared
+    once and shared by every model with that preprocessing; an image its preprocessing refuses is left out."""
+
+    def __init__(self, samples):
+        self.samples, self.sets = samples, {}
+
+    def get(self, predictor, spec: str | None) -> list:
+        """``[(sample, prepared)]`` for the samples that could be prepared."""
+        from boneage.errors import BoneAgeError
+        from boneage.evaluation.evaluate import prepare_sample
+        from boneage.preprocess.degrade import parse_degradation
+
+        key = (json.dumps(predictor.preprocess.to_dict(), sort_keys=True), spec)
+        if key not in self.sets:
+            degrade = None if spec is None else parse_degradation(spec)
+            found = []
+            for sample in self.samples:
+                try:
+                    found.append((sample, prepare_sample(predictor, sample, degrade)))
+                except BoneAgeError:
+                    continue
+            self.sets[key] = found
+        return self.sets[key]
+
+    def run(self, predictor, spec: str | None = None, sexes_known: bool = True):
+        """The model on the prepared set -> ``(Results, truth months, sexes)``."""
+        pairs = self.get(predictor, spec)
+        sexes = [s.sex for s, _ in pairs]
+        results = predictor.run([p for _, p in pairs], sexes if sexes_known else [None] * len(pairs))
+        return results, [s.bone_age_months for s, _ in pairs], sexes

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _runs import train_or_reuse  # benchmarks/ is on sys.path when a script in it runs
+from _runs import PreparedImages, train_or_reuse  # benchmarks/ is on sys.path when a script in it runs
 from rus_chn import SHARED, validation_samples
 
 SEX = {"sex_head": True}
@@ -89,26 +89,6 @@ def train_arms(args) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-class PreparedImages:
-    """The validation images through the models' preprocessing, clean and degraded, prepared once and shared by
-    every model measured (they all share the default model's preprocessing)."""
-
-    def __init__(self, samples):
-        self.samples, self.sets = samples, {}
-
-    def get(self, predictor, spec: str | None) -> list:
-        import json as _json
-
-        from boneage.evaluation.evaluate import prepare_sample
-        from boneage.preprocess.degrade import parse_degradation
-
-        key = (_json.dumps(predictor.preprocess.to_dict(), sort_keys=True), spec)
-        if key not in self.sets:
-            degrade = None if spec is None else parse_degradation(spec)
-            self.sets[key] = [prepare_sample(predictor, s, degrade) for s in self.samples]
-        return self.sets[key]
-
-
 def measure(model_dir, images: PreparedImages, tta: str | None = None) -> dict:
     """The model on the validation samples: its metrics (sex prediction included), the MAE change per degradation."""
     from boneage.evaluation import compute_metrics, sex_metrics
@@ -117,17 +97,15 @@ def measure(model_dir, images: PreparedImages, tta: str | None = None) -> dict:
     predictor = Predictor(model_dir, check_hand=False)
     if tta is not None:
         predictor.tta = tta
-    truth, sexes = [s.bone_age_months for s in images.samples], [s.sex for s in images.samples]
-    clean = images.get(predictor, None)
-    results = predictor.run(clean, sexes)
+    results, truth, sexes = images.run(predictor)
     metrics = compute_metrics(results.months, truth, sexes)
     if results.sex_probability is not None:
-        unknown = predictor.run(clean, [None] * len(sexes))
+        unknown, _, _ = images.run(predictor, sexes_known=False)
         metrics["sex_prediction"] = sex_metrics(results.sex_probability, sexes, unknown.months, truth)
     degraded = {}
     for spec in DEGRADATIONS:
-        months = predictor.run(images.get(predictor, spec), sexes).months
-        degraded[spec] = round(compute_metrics(months, truth)["mae_months"] - metrics["mae_months"], 3)
+        degraded_results, degraded_truth, _ = images.run(predictor, spec)
+        degraded[spec] = round(compute_metrics(degraded_results.months, degraded_truth)["mae_months"] - metrics["mae_months"], 3)
     return {"metrics": metrics, "degraded": degraded}
 
 

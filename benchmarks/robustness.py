@@ -23,21 +23,29 @@ import time
 
 import numpy as np
 
-from rus_chn import RSNA, SAMPLES_512, validation_samples  # benchmarks/ is on sys.path when a script in it runs
+from _runs import PreparedImages  # benchmarks/ is on sys.path when a script in it runs
+from rus_chn import RSNA, SAMPLES_512, validation_samples
 
 VALIDATION = ("resample:50:bilinear", "resample:50:nearest", "resample:200:bicubic", "blur:1", "noise:0.05", "gamma:0.7",
               "gamma:1.5", "contrast:0.6", "jpeg:20", "rotate:10", "collimate:0.1", "marker")
 SAMPLES = ("resample:256:lanczos", "resample:100:lanczos", "resample:100:bilinear", "resample:100:nearest", "resample:64:box")
 
 
-def measure(spec: str, samples, degradations) -> tuple[dict, list[dict]]:
-    from boneage.evaluation.evaluate import evaluate_degraded, evaluate_samples
+def measure(spec: str, images: PreparedImages, degradations) -> tuple[dict, list[dict]]:
+    """The model ``spec`` on the images as stored and on each degradation (images prepared once for all models)."""
+    from boneage.evaluation import compute_metrics
     from boneage.inference import Predictor
-    from boneage.preprocess.degrade import parse_degradation
 
     predictor = Predictor(None if spec == "default" else spec, check_hand=False)
-    clean = evaluate_samples(predictor, samples).metrics
-    rows = evaluate_degraded(predictor, samples, [parse_degradation(d) for d in degradations], baseline=clean)
+    results, truth, sexes = images.run(predictor)
+    clean = compute_metrics(results.months, truth, sexes)
+    rows = []
+    for degradation in degradations:
+        degraded, degraded_truth, _ = images.run(predictor, degradation)
+        metrics = compute_metrics(degraded.months, degraded_truth)
+        rows.append({"degradation": degradation, "n": metrics["n"], "mae_months": metrics["mae_months"],
+                     "rmse_months": metrics["rmse_months"], "mean_error_months": metrics["mean_error_months"],
+                     "mae_change_months": round(metrics["mae_months"] - clean["mae_months"], 3)})
     return clean, rows
 
 
@@ -68,15 +76,17 @@ def main(argv=None) -> int:
         return 2
     started = time.time()
     models = args.model or ["default"]
-    validation = validation_samples(args.limit)
+    validation = PreparedImages(validation_samples(args.limit))
+    samples = PreparedImages(sample_512())
     lines = ["# Robustness: the same images at other resolutions and degraded", "",
              f"Command: `python benchmarks/robustness.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`".rstrip() + "  ",
              f"{dt.date.today().isoformat()}, {{minutes}} min. Months; no hand check; each image through the model's own "
              "preprocessing after its degradation (`boneage.preprocess.degrade`, noise seeded per image).", ""]
     for spec in models:
         lines += [f"## {spec}", ""]
-        lines += table(f"validation split of rsna-100px ({len(validation)} images, 100 px)", *measure(spec, validation, VALIDATION))
-        lines += table("rsna-512px-samples (40 images, 39 of them training images)", *measure(spec, sample_512(), SAMPLES))
+        lines += table(f"validation split of rsna-100px ({len(validation.samples)} images, 100 px)",
+                       *measure(spec, validation, VALIDATION))
+        lines += table("rsna-512px-samples (40 images, 39 of them training images)", *measure(spec, samples, SAMPLES))
     text = "\n".join(lines).replace("{minutes}", f"{(time.time() - started) / 60:.0f}")
     print(text)
     if args.limit is None:
