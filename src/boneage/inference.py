@@ -131,8 +131,9 @@ class Predictor:
 
     Every image is checked for a hand before it is assessed (``check_hand=False`` skips it): the
     segmenter the model's preprocessing names does it, or the shipped one for a model that uses no mask.
-    ``runtime='onnx'`` runs the model's forward pass with onnxruntime (exported once and cached:
-    :func:`boneage.models.onnx_model.onnx_session_model`); an ``.onnx`` model file always runs that way.
+    ``runtime='onnx'`` runs the model's forward pass and the hand segmenter's U-Net with onnxruntime (exported
+    once and cached: :func:`boneage.models.onnx_model.onnx_session_model`); an ``.onnx`` model file always runs
+    that way.
     """
 
     def __init__(self, model: LoadedModel | str | Path | None = None, *, threads: int | None = None,
@@ -150,7 +151,7 @@ class Predictor:
         self.preprocess = self.loaded.preprocess
         self.tta = self.loaded.tta
         self.check_hand = bool(check_hand)
-        self.pipeline = model_preprocessing(self.preprocess.at_inference(), check_hand=check_hand)
+        self.pipeline = model_preprocessing(self.preprocess.at_inference(), check_hand=check_hand, runtime=self.runtime)
 
     @property
     def model(self) -> BoneAgeModel:

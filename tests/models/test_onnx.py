@@ -14,7 +14,7 @@ from boneage.data import hand_phantom
 from boneage.errors import InvalidInputError, ModelLoadError
 from boneage.inference import Predictor
 from boneage.models import combine_models, create_model, load_model
-from boneage.models.onnx_model import OnnxModel, export_onnx, onnx_bytes
+from boneage.models.onnx_model import OnnxModel, export_onnx, model_onnx_bytes
 
 NAN = float("nan")
 
@@ -49,7 +49,7 @@ def _same(torch_model, onnx_model, x, male):
 
 def test_an_ensemble_with_sex_heads_gives_what_pytorch_gives(sex_ensemble):
     loaded = load_model(sex_ensemble)
-    onnx_model = OnnxModel(onnx_bytes(loaded.model, loaded.config), loaded.config)
+    onnx_model = OnnxModel(model_onnx_bytes(loaded.model, loaded.config), loaded.config)
     assert onnx_model.capabilities.ensemble and onnx_model.capabilities.predicts_sex
     x = torch.rand(5, 1, 64, 64)
     for male in (torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]), torch.tensor([NAN, 0.0, NAN, 1.0, NAN])):  # known, unknown
@@ -64,14 +64,14 @@ def test_an_ensemble_with_sex_heads_gives_what_pytorch_gives(sex_ensemble):
 def test_the_residual_attention_network_exports(tmp_path):
     folder = export_tiny_model(tmp_path / "att", "att", "residual_attention", width=0.25)
     loaded = load_model(folder)
-    onnx_model = OnnxModel(onnx_bytes(loaded.model, loaded.config), loaded.config)
+    onnx_model = OnnxModel(model_onnx_bytes(loaded.model, loaded.config), loaded.config)
     _same(loaded.model, onnx_model, torch.rand(3, 1, 64, 64), torch.tensor([1.0, 0.0, 1.0]))
 
 
 def test_models_that_cannot_be_exported_say_so(tmp_path):
     model = create_model("localize_regress", width=0.25)
     with pytest.raises(InvalidInputError, match="cannot be exported to ONNX"):
-        onnx_bytes(model, {"preprocess": {"image_size": [64, 64]}}, name="localize")
+        model_onnx_bytes(model, {"preprocess": {"image_size": [64, 64]}}, name="localize")
 
 
 def test_the_file_carries_its_config_and_loads_as_a_model(tiny_model_dir, tmp_path):
@@ -124,3 +124,21 @@ def test_predict_with_the_onnx_runtime_and_with_an_onnx_file(tiny_model_dir, tmp
 def test_the_predictor_refuses_an_unknown_runtime(tiny_model_dir):
     with pytest.raises(InvalidInputError, match="runtime must be one of torch, onnx"):
         Predictor(tiny_model_dir, runtime="tensorrt")
+
+
+def test_the_segmenter_runs_in_onnxruntime_with_the_same_probabilities(tmp_path):
+    from boneage.segmentation import cached_segmenter
+
+    segmenter = cached_segmenter("default")
+    fast = segmenter.with_onnxruntime()
+    assert segmenter.session is None and fast.session is not None  # the shared one is left as it was
+    pixels = hand_phantom(100, "F", 300, np.random.default_rng(2))
+    image = segmenter.prepare(pixels)
+    np.testing.assert_allclose(fast.prepared_probabilities(image), segmenter.prepared_probabilities(image), atol=1e-4)
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+
+
+def test_an_onnx_predictor_segments_with_onnxruntime(tiny_model_dir, tmp_path):
+    predictor = Predictor(tiny_model_dir, runtime="onnx")  # the hand check runs the shipped segmenter
+    step = next(step for step in predictor.pipeline.steps if type(step).__name__ == "HandCleanup")
+    assert step.segmenter.session is not None

@@ -18,12 +18,7 @@ MONAI's ResNet in this torch (a test compares every exported model with PyTorch)
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-import logging
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +26,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidInputError, ModelLoadError
+from ..runtime import cached_session, onnx_bytes, session
 from ..utils import atomic_write
 from .base import BoneAgeModel, Capabilities, ModelOutput
 
-__all__ = ["CONFIG_KEY", "OnnxModel", "export_onnx", "load_onnx", "onnx_bytes", "onnx_session_model"]
+__all__ = ["CONFIG_KEY", "OnnxModel", "export_onnx", "load_onnx", "model_onnx_bytes", "onnx_session_model"]
 
 CONFIG_KEY = "boneage_config"
-OPSET = 18
 
 
 class _Exported(nn.Module):
@@ -71,33 +66,17 @@ def _require_exportable(model: BoneAgeModel, name: str) -> None:
                                 "forward pass cannot be exported to ONNX (the global and residual attention models can)")
 
 
-def onnx_bytes(model: BoneAgeModel, config: dict, *, name: str = "model") -> bytes:
-    """The serialised ONNX model of ``model`` (eval mode, float32) with ``config`` in its metadata."""
-    import onnx
-
-    _require_exportable(model, name)
+def _example(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     size = tuple(config["preprocess"].get("inference_size") or config["preprocess"]["image_size"])
     channels = int(config.get("model", {}).get("kwargs", {}).get("in_channels", 1))
-    wrapper = _Exported(copy.deepcopy(model).eval()).requires_grad_(False)  # the caller's model is left as it was
-    example = (torch.rand(2, channels, *size), torch.tensor([1.0, 0.0]))
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # it lists every torchvision operator it skips
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(wrapper, example, input_names=["image", "male"],
-                                        output_names=output_names(model.capabilities),
-                                        dynamic_shapes=({0: batch}, {0: batch}), dynamo=True, opset_version=OPSET,
-                                        verbose=False, optimize=True)
-    finally:
-        exporter_log.setLevel(level)
-    proto = program.model_proto
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, json.dumps(config)
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    return torch.rand(2, channels, *size), torch.tensor([1.0, 0.0])
+
+
+def model_onnx_bytes(model: BoneAgeModel, config: dict, *, name: str = "model") -> bytes:
+    """The serialised ONNX model of ``model`` (float32) with ``config`` in its metadata."""
+    _require_exportable(model, name)
+    return onnx_bytes(_Exported(model), _example(config), ["image", "male"], output_names(model.capabilities),
+                      {CONFIG_KEY: json.dumps(config)})
 
 
 def export_onnx(loaded, path: str | Path) -> Path:
@@ -105,29 +84,21 @@ def export_onnx(loaded, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".onnx":
         raise InvalidInputError(f"{path}: an ONNX model's file name must end in .onnx")
-    atomic_write(path, onnx_bytes(loaded.model, loaded.config, name=loaded.source))
+    atomic_write(path, model_onnx_bytes(loaded.model, loaded.config, name=loaded.source))
     return path
 
 
 class OnnxModel(BoneAgeModel):
     """An exported model run by onnxruntime on the CPU; the forward takes and gives what the PyTorch model's does."""
 
-    def __init__(self, data: bytes | str | Path, config: dict, *, threads: int | None = None):
+    def __init__(self, data, config: dict, *, threads: int | None = None):
         super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        source = data if isinstance(data, bytes) else str(data)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        # data: an onnxruntime session, or an ONNX file or its bytes
+        self.session = data if hasattr(data, "get_outputs") else session(data, threads)
         self.names = [output.name for output in self.session.get_outputs()]
         self.config = config
-        spec = config.get("model", {})
         self._capabilities = Capabilities(ensemble="member_months" in self.names,
                                           predicts_sex="sex_probability" in self.names)
-        self.spec_name = spec.get("name", "model")
 
     @property
     def capabilities(self) -> Capabilities:
@@ -163,29 +134,12 @@ def load_onnx(path: str | Path, threads: int | None = None) -> tuple[OnnxModel, 
     return OnnxModel(proto.SerializeToString(), config, threads=threads), config
 
 
-def _digest(model: nn.Module, config: dict) -> str:
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(torch.__version__.encode())
-    return digest.hexdigest()[:20]
-
-
-def cache_folder() -> Path:
-    return Path(os.environ.get("BONEAGE_CACHE") or Path.home() / ".cache" / "boneage") / "onnx"
-
-
 def onnx_session_model(loaded, threads: int | None = None) -> OnnxModel:
-    """``loaded``'s model run by onnxruntime: exported on first use into :func:`cache_folder`, read from there after."""
+    """``loaded``'s model run by onnxruntime: exported on first use into the cache (:mod:`boneage.runtime`)."""
     if isinstance(loaded.model, OnnxModel):
         return loaded.model
     _require_exportable(loaded.model, loaded.source)
-    path = cache_folder() / f"{_digest(loaded.model, loaded.config)}.onnx"
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, onnx_bytes(loaded.model, loaded.config, name=loaded.source))
-        except OSError:  # a read-only home: export in memory every time
-            return OnnxModel(onnx_bytes(loaded.model, loaded.config, name=loaded.source), loaded.config, threads=threads)
-    return OnnxModel(path, loaded.config, threads=threads)
+    onnx_session = cached_session(_Exported(loaded.model), _example(loaded.config), ["image", "male"],
+                                  output_names(loaded.model.capabilities), extra=loaded.config,
+                                  metadata={CONFIG_KEY: json.dumps(loaded.config)}, threads=threads)
+    return OnnxModel(onnx_session, loaded.config)

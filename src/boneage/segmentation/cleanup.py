@@ -72,15 +72,14 @@ def model_segmenter(config: PreprocessConfig, *, record_version: bool = False) -
     return segmenter
 
 
-def model_preprocessing(config: PreprocessConfig, *, check_hand: bool = True) -> Compose:
+def model_preprocessing(config: PreprocessConfig, *, check_hand: bool = True, runtime: str = "torch") -> Compose:
     """A model's whole preprocessing from its stored config: the steps of
     :func:`~boneage.preprocess.build_preprocessing` with :class:`HandCleanup` where a mask is used, or,
-    with ``check_hand``, where the shipped recogniser and segmenter check that it is a hand radiograph."""
+    with ``check_hand``, where the shipped recogniser and segmenter check that it is a hand radiograph.
+    ``runtime='onnx'`` runs the segmenter's U-Net in onnxruntime."""
     recogniser = cached_recogniser("default") if check_hand else None
-    if config.uses_segmenter:
-        step = HandCleanup(model_segmenter(config), config, check=check_hand, recogniser=recogniser)
-    elif check_hand:
-        step = HandCleanup(cached_segmenter("default"), config, check=True, recogniser=recogniser)
-    else:
-        step = None
+    segmenter = model_segmenter(config) if config.uses_segmenter else cached_segmenter("default") if check_hand else None
+    if segmenter is not None and runtime == "onnx":
+        segmenter = segmenter.with_onnxruntime()
+    step = None if segmenter is None else HandCleanup(segmenter, config, check=check_hand, recogniser=recogniser)
     return build_preprocessing(config, step)

@@ -148,9 +148,23 @@ class HandSegmenter(nn.Module):
             num_res_units=settings.num_res_units,
         )
         self.info: dict = {}
+        self.session = None  # an onnxruntime session of the U-Net (with_onnxruntime), else PyTorch runs it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)
+
+    def with_onnxruntime(self, threads: int | None = None) -> "HandSegmenter":
+        """A copy of this segmenter whose U-Net runs in onnxruntime (exported once and cached,
+        :func:`boneage.runtime.cached_session`); this one is left as it is."""
+        import copy
+
+        from ..runtime import cached_session
+
+        size = tuple(self.settings.input_size)
+        clone = copy.copy(self)
+        clone.session = cached_session(self.unet, (torch.rand(1, 1, *size),), ["image"], ["logits"],
+                                       extra={"segmenter": self.info.get("version"), "size": size}, threads=threads)
+        return clone
 
     def prepare(self, pixels: np.ndarray, source: str = "image") -> np.ndarray:
         """Decoded pixels (or a [0, 1] image) -> float32 [0, 1] image at the input size, by its own
@@ -161,6 +175,9 @@ class HandSegmenter(nn.Module):
     def prepared_probabilities(self, image: np.ndarray) -> np.ndarray:
         """Hand probabilities of an image already :meth:`prepare`-d (``settings.input_size``, [0, 1])."""
         batch = to_model_input(torch.tensor(np.asarray(image, dtype=np.float32))[None, None], self.preprocess)
+        if self.session is not None:
+            logits = self.session.run(None, {"image": batch.float().numpy()})[0][0, 0]
+            return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
         with evaluating(self):
             logits = self(batch.to(next(self.parameters()).device))[0, 0].float()
         return torch.sigmoid(logits).cpu().numpy()
