@@ -142,3 +142,25 @@ def test_an_onnx_predictor_segments_with_onnxruntime(tiny_model_dir, tmp_path):
     predictor = Predictor(tiny_model_dir, runtime="onnx")  # the hand check runs the shipped segmenter
     step = next(step for step in predictor.pipeline.steps if type(step).__name__ == "HandCleanup")
     assert step.segmenter.session is not None
+
+
+def test_the_segmenter_exports_with_its_config(tmp_path, capsys):
+    import onnx
+
+    from boneage.runtime import session
+    from boneage.segmentation import cached_segmenter
+
+    out = tmp_path / "segmenter.onnx"
+    assert main(["export", "--segmenter", "-o", str(out)]) == 0
+    assert "hand segmenter" in capsys.readouterr().out
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    segmenter = cached_segmenter("default")
+    config = json.loads(meta["boneage_segmenter"])
+    assert config["version"] == segmenter.info["version"] and config["settings"] == segmenter.settings.to_dict()
+    image = segmenter.prepare(hand_phantom(80, "M", 256, np.random.default_rng(1)))
+    from boneage.preprocess import to_model_input
+
+    x = to_model_input(torch.tensor(image)[None, None], segmenter.preprocess).float()
+    logits = session(out).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, segmenter(x).numpy(), atol=1e-3)

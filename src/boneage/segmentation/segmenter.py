@@ -153,6 +153,19 @@ class HandSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)
 
+    def onnx_bytes(self) -> bytes:
+        """The U-Net as ONNX (input ``image`` (N, 1, H, W) standardised at ``settings.input_size``, output ``logits``)
+        with the segmenter's settings, preprocessing and version as the metadata property ``boneage_segmenter``
+        (``boneage export --segmenter``)."""
+        import json
+
+        from ..runtime import onnx_bytes
+
+        config = {**{k: v for k, v in self.info.items() if k != "source"}, "settings": self.settings.to_dict(),
+                  "preprocess": self.preprocess.to_dict()}
+        return onnx_bytes(self.unet, (torch.rand(1, 1, *self.settings.input_size),), ["image"], ["logits"],
+                          {"boneage_segmenter": json.dumps(config, default=str)})
+
     def with_onnxruntime(self, threads: int | None = None) -> "HandSegmenter":
         """A copy of this segmenter whose U-Net runs in onnxruntime (exported once and cached,
         :func:`boneage.runtime.cached_session`); this one is left as it is."""
