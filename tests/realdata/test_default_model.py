@@ -71,3 +71,21 @@ def test_onnx_runtime_gives_the_same_bone_ages_on_real_validation_images(default
     assert np.abs(onnx_months - months).max() < 0.1
     if sd is not None:
         assert np.abs(onnx_sd - sd).max() < 0.1
+
+
+def test_the_robust_model_reproduces_its_mae_and_predicts_the_sex(rsna100):
+    """The shipped `robust` model (stage 2 of scripts/train_default_model.sh): its recorded validation MAE through
+    the predictor, and a sex head that beats always answering the commoner sex; without the sex it still assesses."""
+    from boneage.models import shipped_model_path
+
+    if not (shipped_model_path("robust") / "model.safetensors").exists():
+        pytest.fail("the package ships no robust model (src/boneage/weights/robust)")
+    robust = load_model("robust")
+    samples = load_rsna(rsna100 / "images", rsna100 / "boneage-training-dataset.csv")
+    _, val = apply_split(samples, load_split(shipped_model_path("robust") / "split.json"))
+    result = evaluate_samples(Predictor(robust, check_hand=False), val)
+    assert result.metrics["mae_months"] == pytest.approx(robust.config["metrics"]["validation"]["mae_months"], abs=0.05)
+    sex = result.metrics["sex_prediction"]
+    assert sex["accuracy"] > sex["majority_rate"] + 0.03 and sex["auc"] > 0.6, sex
+    assert sex["mae_months_sex_unknown"] < 20, sex
+    assert "calibration" in robust.config

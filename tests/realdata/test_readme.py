@@ -90,3 +90,22 @@ def test_the_robustness_figures_are_the_benchmark_s():
     results = (REPO / "benchmarks" / "results" / "robustness.md").read_text()
     rows = [line for line in section.splitlines() if re.match(r"\| (as stored|[a-z]+(:[\w.]+)*) \| \d+ \|", line)]
     assert len(rows) >= 15 and all(row in results for row in rows), [row for row in rows if row not in results]
+
+
+def test_the_recipe_figures_are_the_benchmark_s():
+    """The robust model's section: the arm and view rows are benchmarks/results/recipe.md's; the default-vs-robust
+    rows are the two models' rows of benchmarks/results/robustness.md."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### The robust model"):text.index("## Robustness")]
+    results = (REPO / "benchmarks" / "results" / "recipe.md").read_text()
+    rows = [line for line in section.splitlines() if line.startswith(("| `", "| stage", "| **stage"))]
+    assert len(rows) >= 14 and all(row in results for row in rows), [row for row in rows if row not in results]
+    robustness = (REPO / "benchmarks" / "results" / "robustness.md").read_text()
+    split = robustness.index("## robust")
+    default, robust = robustness[robustness.index("## default"):split], robustness[split:]
+    pairs = re.findall(r"^\| ([a-z:.0-9 ]+) \| ([\d.]+) \| ([\d.]+) \|$", section, re.M)
+    assert len(pairs) == 6, pairs
+    for images, default_mae, robust_mae in pairs:
+        assert f"| {images} | 1158 | {default_mae} |" in default and f"| {images} | 1158 | {robust_mae} |" in robust, images
+    for figure in ("70.4 %", "0.77", "13.14"):
+        assert figure in section and figure in results

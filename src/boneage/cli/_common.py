@@ -66,5 +66,6 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-MODEL_HELP = ("model folder, .safetensors or .pt checkpoint, or the name of a shipped model: default, rus-chn, localize "
+MODEL_HELP = ("model folder, .safetensors, .pt checkpoint or .onnx file, or the name of a shipped model: default, rus-chn, "
+              "localize, robust "
               "(see 'boneage models'; default: the shipped default model)")

@@ -128,7 +128,7 @@ def default_model_path() -> Path:
 
 
 # Models shipped in the package, selectable by name (``--model rus-chn``): name -> folder under boneage/weights.
-SHIPPED_MODELS = {"default": "default", "rus-chn": "rus-chn", "localize": "localize"}
+SHIPPED_MODELS = {"default": "default", "rus-chn": "rus-chn", "localize": "localize", "robust": "robust"}
 
 
 def shipped_model_path(name: str) -> Path:
