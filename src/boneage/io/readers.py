@@ -128,7 +128,7 @@ def read_image_bytes(data: bytes, name: str = "image") -> RadiographImage:
             except ImageReadError:
                 raise
             except Exception as err:  # decoder errors come in many types; the user needs one line
-                raise ImageReadError(f"{name}: cannot decode as {reader_name} ({type(err).__name__}: {err})") from None
+                raise ImageReadError(f"{name}: cannot decode as {reader_name} ({type(err).__name__}: {_brief(err)})") from None
             _check_pixels(name, image.pixels)
             return image
     raise ImageReadError(
@@ -236,13 +236,19 @@ def _text(ds, keyword: str) -> str | None:
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little endian
 
 
+def _brief(err: Exception, limit: int = 160) -> str:
+    """A decoder's error as one short line: its first line, cut at ``limit`` characters (pydicom quotes raw bytes)."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _read_dicom(stream: BinaryIO, path: str) -> RadiographImage:
     import pydicom
 
     try:
         ds = pydicom.dcmread(stream, force=True)
     except Exception as err:
-        raise ImageReadError(f"{path}: not a readable DICOM file ({err})") from None
+        raise ImageReadError(f"{path}: not a readable DICOM file ({_brief(err)})") from None
     if "PixelData" not in ds:
         whole = stream.getvalue() if hasattr(stream, "getvalue") else b""
         if _PIXEL_DATA_TAG in whole[132:]:  # the element starts, and the file ends inside it
